@@ -1,0 +1,1 @@
+//! Test harness for ferry: starts real docker-registry instances and fills them with synthetic images.
