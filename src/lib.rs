@@ -1,14 +1,18 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! ferry: moves container images out of a Docker Distribution storage tree, digests unchanged.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub mod app;
+pub mod cli;
+pub mod digest;
+pub mod engine;
+pub mod filter;
+pub mod inventory;
+pub mod manifest;
+pub mod messages;
+pub mod names;
+pub mod problem;
+pub mod progress;
+pub mod registry;
+pub mod report;
+pub mod secret;
+pub mod sink;
+pub mod source;

@@ -1,0 +1,231 @@
+//! Image selection: `--repo`, `--exclude`, `--tag` globs and `--images` lists.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+
+use crate::digest::Digest;
+
+/// One line of an image list: `repo:tag` or `repo@sha256:<hex>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ImageRef {
+    Tag { repository: String, tag: String },
+    Digest { repository: String, digest: Digest },
+}
+
+impl ImageRef {
+    /// Parses `repo:tag` or `repo@sha256:<hex>`; the tag separator is the last `:` after the last `/`.
+    pub fn parse(s: &str) -> Result<ImageRef, String> {
+        if let Some((repo, digest)) = s.split_once('@') {
+            let digest = Digest::parse(digest).map_err(|e| e.to_string())?;
+            return Ok(ImageRef::Digest {
+                repository: check_repo(repo)?,
+                digest,
+            });
+        }
+        let slash = s.rfind('/').map_or(0, |i| i + 1);
+        match s[slash..].rfind(':') {
+            Some(i) => {
+                let (repo, tag) = (&s[..slash + i], &s[slash + i + 1..]);
+                crate::names::check_tag(tag).map_err(|e| format!("tag {tag:?}: {e}"))?;
+                Ok(ImageRef::Tag {
+                    repository: check_repo(repo)?,
+                    tag: tag.to_string(),
+                })
+            }
+            None => Err("expected repo:tag or repo@sha256:<hex>".to_string()),
+        }
+    }
+
+    pub fn repository(&self) -> &str {
+        match self {
+            ImageRef::Tag { repository, .. } | ImageRef::Digest { repository, .. } => repository,
+        }
+    }
+}
+
+impl std::fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImageRef::Tag { repository, tag } => write!(f, "{repository}:{tag}"),
+            ImageRef::Digest { repository, digest } => write!(f, "{repository}@{digest}"),
+        }
+    }
+}
+
+fn check_repo(repo: &str) -> Result<String, String> {
+    crate::names::check_repository(repo).map_err(|e| format!("repository {repo:?}: {e}"))?;
+    Ok(repo.to_string())
+}
+
+/// Reads an image list: one `repo:tag` (or `repo@digest`) per line; blank lines and `#` comments skipped.
+pub fn read_image_list(path: &Path) -> anyhow::Result<Vec<ImageRef>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read image list {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match ImageRef::parse(line) {
+            Ok(r) => out.push(r),
+            Err(e) => bail!("{}:{}: {line:?}: {e}", path.display(), n + 1),
+        }
+    }
+    Ok(out)
+}
+
+/// Which images a run works on. Every given filter must agree.
+#[derive(Debug, Default)]
+pub struct Filters {
+    repos: Option<GlobSet>,
+    exclude_repos: Option<GlobSet>,
+    exclude_refs: Option<GlobSet>,
+    tags: Option<GlobSet>,
+    images: Option<(Vec<ImageRef>, HashSet<ImageRef>)>,
+}
+
+impl Filters {
+    /// Builds the filters. `*` does not cross `/`, `**` does; an `--exclude` with `:` matches `repo:tag`.
+    pub fn new(
+        repos: &[String],
+        exclude: &[String],
+        tags: &[String],
+        images: Option<Vec<ImageRef>>,
+    ) -> anyhow::Result<Filters> {
+        let (exclude_refs, exclude_repos): (Vec<String>, Vec<String>) =
+            exclude.iter().cloned().partition(|p| p.contains(':'));
+        Ok(Filters {
+            repos: glob_set("--repo", repos)?,
+            exclude_repos: glob_set("--exclude", &exclude_repos)?,
+            exclude_refs: glob_set("--exclude", &exclude_refs)?,
+            tags: glob_set("--tag", tags)?,
+            images: images.map(|list| {
+                let set = list.iter().cloned().collect();
+                (list, set)
+            }),
+        })
+    }
+
+    /// Whether any image of `repository` can be selected (so the repository is worth reading).
+    pub fn wants_repository(&self, repository: &str) -> bool {
+        if self.repos.as_ref().is_some_and(|g| !g.is_match(repository))
+            || self
+                .exclude_repos
+                .as_ref()
+                .is_some_and(|g| g.is_match(repository))
+        {
+            return false;
+        }
+        match &self.images {
+            Some((list, _)) => list.iter().any(|r| r.repository() == repository),
+            None => true,
+        }
+    }
+
+    pub fn selects_tag(&self, repository: &str, tag: &str) -> bool {
+        if !self.wants_repository(repository)
+            || self.tags.as_ref().is_some_and(|g| !g.is_match(tag))
+        {
+            return false;
+        }
+        if self
+            .exclude_refs
+            .as_ref()
+            .is_some_and(|g| g.is_match(format!("{repository}:{tag}")))
+        {
+            return false;
+        }
+        match &self.images {
+            Some((_, set)) => set.contains(&ImageRef::Tag {
+                repository: repository.to_string(),
+                tag: tag.to_string(),
+            }),
+            None => true,
+        }
+    }
+
+    /// Untagged manifests: never when `--tag` is given; with `--images`, only when listed by digest.
+    pub fn selects_untagged(&self, repository: &str, digest: &Digest) -> bool {
+        if !self.wants_repository(repository) || self.tags.is_some() {
+            return false;
+        }
+        match &self.images {
+            Some((_, set)) => set.contains(&ImageRef::Digest {
+                repository: repository.to_string(),
+                digest: *digest,
+            }),
+            None => true,
+        }
+    }
+
+    /// The `--images` list, in file order, when one was given.
+    pub fn image_list(&self) -> Option<&[ImageRef]> {
+        self.images.as_ref().map(|(list, _)| list.as_slice())
+    }
+}
+
+fn glob_set(flag: &str, patterns: &[String]) -> anyhow::Result<Option<GlobSet>> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut set = GlobSetBuilder::new();
+    for p in patterns {
+        let glob = GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .with_context(|| format!("{flag} {p:?} is not a valid glob"))?;
+        set.add(glob);
+    }
+    Ok(Some(set.build()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn star_stays_in_one_component_double_star_crosses() {
+        let f = Filters::new(&s(&["org/*"]), &[], &[], None).unwrap();
+        assert!(f.wants_repository("org/app"));
+        assert!(!f.wants_repository("org/team/app"));
+        let f = Filters::new(&s(&["org/**"]), &[], &[], None).unwrap();
+        assert!(f.wants_repository("org/team/sub/app"));
+        assert!(!f.wants_repository("other/app"));
+    }
+
+    #[test]
+    fn exclude_and_tags() {
+        let f = Filters::new(&[], &s(&["ns/sub", "alpine:3.*"]), &s(&["v*", "3.*"]), None).unwrap();
+        assert!(!f.wants_repository("ns/sub"));
+        assert!(f.wants_repository("ns/sub/img"));
+        assert!(f.selects_tag("ns/sub/img", "v1"));
+        assert!(!f.selects_tag("ns/sub/img", "latest"));
+        assert!(!f.selects_tag("alpine", "3.19"));
+        assert!(!f.selects_untagged("ns/sub/img", &Digest::of(b"x")));
+    }
+
+    #[test]
+    fn image_lists() {
+        let d = Digest::of(b"x");
+        let list = vec![
+            ImageRef::parse("org/team/app:v1").unwrap(),
+            ImageRef::parse(&format!("alpine@{d}")).unwrap(),
+        ];
+        assert!(ImageRef::parse("alpine").is_err());
+        assert!(ImageRef::parse("Bad/Name:v1").is_err());
+        assert!(ImageRef::parse("a:b/c").is_err());
+        let f = Filters::new(&[], &[], &[], Some(list)).unwrap();
+        assert!(f.selects_tag("org/team/app", "v1"));
+        assert!(!f.selects_tag("org/team/app", "v2"));
+        assert!(f.selects_untagged("alpine", &d));
+        assert!(!f.wants_repository("org/team"));
+    }
+}

@@ -1,0 +1,397 @@
+//! The inventory of a source: each selected tag resolved to an `Image` (manifests, children, blobs, problems).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::digest::Digest;
+use crate::filter::{Filters, ImageRef};
+use crate::manifest::{Descriptor, ManifestKind, Platform, RawManifest, config_platform};
+use crate::problem::Problem;
+use crate::source::{BlobFile, ScanOptions, Source, SourceError, Upload};
+
+/// Image configs larger than this are not read for their platform.
+const MAX_CONFIG: u64 = 4 << 20;
+/// Indexes nest at most this deep.
+const MAX_DEPTH: usize = 4;
+
+/// A blob an image needs: a config or a layer, with the role it plays (for messages).
+#[derive(Debug, Clone)]
+pub struct BlobRef {
+    pub digest: Digest,
+    /// Size the manifest declares (schema1: the file's size).
+    pub size: u64,
+    pub media_type: String,
+    pub role: String,
+    /// The local file, when the source has it.
+    pub file: Option<BlobFile>,
+}
+
+/// One tag (or untagged manifest) of one repository, resolved as far as the source allows.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<Digest>,
+    /// Every manifest of the image in push order: children before the index that lists them.
+    pub manifests: Vec<Arc<RawManifest>>,
+    /// Configs and layers of every manifest, each digest once; foreign layers excluded.
+    pub blobs: Vec<BlobRef>,
+    /// Foreign layers (with `urls`): they may legitimately be absent.
+    pub foreign: Vec<Descriptor>,
+    /// Index entries' platforms, or the config's platform for a single image.
+    pub platforms: Vec<Platform>,
+    pub problems: Vec<Problem>,
+}
+
+impl Image {
+    fn new(repository: &str, tag: Option<&str>, digest: Option<Digest>) -> Image {
+        Image {
+            repository: repository.to_string(),
+            tag: tag.map(str::to_string),
+            digest,
+            manifests: Vec::new(),
+            blobs: Vec::new(),
+            foreign: Vec::new(),
+            platforms: Vec::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The top manifest (the tag's target), when it could be read.
+    pub fn manifest(&self) -> Option<&RawManifest> {
+        self.manifests.last().map(|m| m.as_ref())
+    }
+
+    /// Bytes the image references: its configs and layers, each once.
+    pub fn size(&self) -> u64 {
+        self.blobs.iter().map(|b| b.size).sum()
+    }
+
+    /// `repo:tag`, or `repo@digest` for an untagged manifest: the failed-list form.
+    pub fn reference(&self) -> String {
+        match (&self.tag, &self.digest) {
+            (Some(tag), _) => format!("{}:{tag}", self.repository),
+            (None, Some(d)) => format!("{}@{d}", self.repository),
+            (None, None) => self.repository.clone(),
+        }
+    }
+
+    /// One line summing up the problems.
+    pub fn problem_summary(&self) -> String {
+        self.problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// What to resolve besides tags.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InventoryOptions {
+    /// Also resolve manifests no tag points at (and that no index lists).
+    pub untagged: bool,
+    /// Read single images' configs for their platform.
+    pub config_platforms: bool,
+}
+
+/// Everything a run works on.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Selected images, sorted by repository then tag (untagged last in their repository).
+    pub images: Vec<Image>,
+    /// Repositories that were read.
+    pub repositories: usize,
+    /// Unfinished uploads found in the repositories that were read.
+    pub uploads: Vec<Upload>,
+    /// Problems that belong to no image (a repository with a bad name, an unreadable folder).
+    pub problems: Vec<Problem>,
+}
+
+/// Totals for a summary line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub repositories: usize,
+    pub tags: usize,
+    pub untagged: usize,
+    pub manifests: usize,
+    pub broken: usize,
+    pub logical_bytes: u64,
+    pub unique_bytes: u64,
+}
+
+impl Inventory {
+    /// Scans `source` and resolves every image `filters` selects.
+    pub fn build(
+        source: &dyn Source,
+        filters: &Filters,
+        options: InventoryOptions,
+    ) -> Result<Inventory, SourceError> {
+        let scan = source.repositories(
+            ScanOptions {
+                revisions: options.untagged,
+            },
+            &|name| filters.wants_repository(name),
+        )?;
+        let mut jobs: Vec<(String, Option<String>, Result<Digest, Problem>)> = Vec::new();
+        let mut inventory = Inventory {
+            repositories: scan.repositories.len(),
+            problems: scan.problems,
+            ..Inventory::default()
+        };
+        let mut found: HashSet<ImageRef> = HashSet::new();
+        for repo in &scan.repositories {
+            inventory.uploads.extend(repo.uploads.iter().cloned());
+            inventory.problems.extend(repo.problems.iter().cloned());
+            for tag in &repo.tags {
+                if filters.selects_tag(&repo.name, &tag.name) {
+                    found.insert(ImageRef::Tag {
+                        repository: repo.name.clone(),
+                        tag: tag.name.clone(),
+                    });
+                    jobs.push((
+                        repo.name.clone(),
+                        Some(tag.name.clone()),
+                        tag.target.clone(),
+                    ));
+                }
+            }
+            if options.untagged {
+                for digest in untagged_in(source, repo) {
+                    if filters.selects_untagged(&repo.name, &digest) {
+                        found.insert(ImageRef::Digest {
+                            repository: repo.name.clone(),
+                            digest,
+                        });
+                        jobs.push((repo.name.clone(), None, Ok(digest)));
+                    }
+                }
+            }
+        }
+        let mut images: Vec<Image> = jobs
+            .into_par_iter()
+            .map(|(repo, tag, target)| resolve(source, &repo, tag.as_deref(), target, options))
+            .collect();
+        for wanted in filters.image_list().unwrap_or_default() {
+            if !found.contains(wanted) {
+                let (tag, digest) = match wanted {
+                    ImageRef::Tag { tag, .. } => (Some(tag.as_str()), None),
+                    ImageRef::Digest { digest, .. } => (None, Some(*digest)),
+                };
+                let mut image = Image::new(wanted.repository(), tag, digest);
+                image.problems.push(Problem::NotInSource);
+                images.push(image);
+                found.insert(wanted.clone());
+            }
+        }
+        images.sort_by(|a, b| {
+            (&a.repository, a.tag.is_none(), &a.tag, a.digest).cmp(&(
+                &b.repository,
+                b.tag.is_none(),
+                &b.tag,
+                b.digest,
+            ))
+        });
+        inventory.images = images;
+        Ok(inventory)
+    }
+
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals {
+            repositories: self.repositories,
+            ..Totals::default()
+        };
+        let mut manifests = HashSet::new();
+        let mut blobs: HashMap<Digest, u64> = HashMap::new();
+        for image in &self.images {
+            if image.tag.is_some() {
+                t.tags += 1;
+            } else {
+                t.untagged += 1;
+            }
+            if !image.is_ok() {
+                t.broken += 1;
+            }
+            manifests.extend(image.manifests.iter().map(|m| m.digest()));
+            t.logical_bytes += image.size();
+            for b in &image.blobs {
+                blobs.insert(b.digest, b.size);
+            }
+        }
+        t.manifests = manifests.len();
+        t.unique_bytes = blobs.values().sum();
+        t
+    }
+}
+
+/// Revisions of `repo` that no tag points at and that no manifest of the repository lists.
+fn untagged_in(source: &dyn Source, repo: &crate::source::RepositoryEntry) -> Vec<Digest> {
+    let tagged: HashSet<Digest> = repo
+        .tags
+        .iter()
+        .filter_map(|t| t.target.as_ref().ok().copied())
+        .collect();
+    let revisions: Vec<Digest> = repo
+        .revisions
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    let listed: HashSet<Digest> = revisions
+        .par_iter()
+        .chain(tagged.par_iter())
+        .filter_map(|d| source.manifest(d).ok())
+        .flat_map_iter(|m| m.manifests().iter().map(|c| c.digest).collect::<Vec<_>>())
+        .collect();
+    revisions
+        .into_iter()
+        .filter(|d| !tagged.contains(d) && !listed.contains(d))
+        .collect()
+}
+
+/// Resolves one tag's target into an image: reads manifests, stats blobs, records every problem.
+pub fn resolve(
+    source: &dyn Source,
+    repository: &str,
+    tag: Option<&str>,
+    target: Result<Digest, Problem>,
+    options: InventoryOptions,
+) -> Image {
+    let digest = match target {
+        Ok(d) => d,
+        Err(problem) => {
+            let mut image = Image::new(repository, tag, None);
+            image.problems.push(problem);
+            return image;
+        }
+    };
+    let mut image = Image::new(repository, tag, Some(digest));
+    let top = match source.manifest(&digest) {
+        Ok(m) => Arc::new(m),
+        Err(p) => {
+            image.problems.push(p);
+            return image;
+        }
+    };
+    let mut walk = Walk {
+        source,
+        seen_blobs: HashSet::new(),
+        seen_manifests: HashSet::new(),
+        image: &mut image,
+    };
+    walk.manifest(top.clone(), "", 0);
+    if top.kind().is_index() {
+        image.platforms = top
+            .manifests()
+            .iter()
+            .filter_map(|c| c.platform.clone())
+            .collect();
+    } else if options.config_platforms
+        && matches!(top.kind(), ManifestKind::Docker | ManifestKind::Oci)
+        && let Some(config) = top.config()
+        && let Ok(bytes) = source.small_blob(&config.digest, MAX_CONFIG)
+        && let Some(p) = config_platform(&bytes)
+    {
+        image.platforms.push(p);
+    }
+    image
+}
+
+struct Walk<'a> {
+    source: &'a dyn Source,
+    seen_blobs: HashSet<Digest>,
+    seen_manifests: HashSet<Digest>,
+    image: &'a mut Image,
+}
+
+impl Walk<'_> {
+    /// Adds `manifest` and everything below it; `context` prefixes problems found in children.
+    fn manifest(&mut self, manifest: Arc<RawManifest>, context: &str, depth: usize) {
+        if !self.seen_manifests.insert(manifest.digest()) {
+            return;
+        }
+        for (i, child) in manifest.manifests().iter().enumerate() {
+            let label = match &child.platform {
+                Some(p) => format!("{context}child {} ({p})", child.digest),
+                None => format!("{context}child {} (entry {i})", child.digest),
+            };
+            if depth + 1 > MAX_DEPTH {
+                self.image.problems.push(Problem::Io {
+                    path: self.source.location().to_path_buf(),
+                    error: format!("{label}: indexes nest deeper than {MAX_DEPTH} levels"),
+                });
+                continue;
+            }
+            match self.source.manifest(&child.digest) {
+                Ok(m) => self.manifest(Arc::new(m), &format!("{label}: "), depth + 1),
+                Err(p) => self.image.problems.push(p.within(label)),
+            }
+        }
+        let config = manifest.config().map(|c| (c, "config".to_string()));
+        let layers = manifest
+            .layers()
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l, format!("layer {}", i + 1)));
+        for (descriptor, role) in config.into_iter().chain(layers) {
+            let role = format!("{context}{role}");
+            self.blob(descriptor, role, manifest.kind() == ManifestKind::Schema1);
+        }
+        self.image.manifests.push(manifest);
+    }
+
+    fn blob(&mut self, descriptor: &Descriptor, role: String, size_from_file: bool) {
+        if descriptor.is_foreign() {
+            if !self
+                .image
+                .foreign
+                .iter()
+                .any(|f| f.digest == descriptor.digest)
+            {
+                self.image.foreign.push(descriptor.clone());
+            }
+            return;
+        }
+        if !self.seen_blobs.insert(descriptor.digest) {
+            return;
+        }
+        let file = match self.source.blob(&descriptor.digest) {
+            Ok(f) => f,
+            Err(Problem::MissingBlob { digest, path, .. }) => {
+                self.image
+                    .problems
+                    .push(Problem::MissingBlob { role, digest, path });
+                return;
+            }
+            Err(p) => {
+                self.image.problems.push(p.within(role));
+                return;
+            }
+        };
+        if !size_from_file && file.len != descriptor.size {
+            self.image.problems.push(Problem::BlobSize {
+                role: role.clone(),
+                digest: descriptor.digest,
+                path: file.path.clone(),
+                expected: descriptor.size,
+                found: file.len,
+            });
+        }
+        self.image.blobs.push(BlobRef {
+            digest: descriptor.digest,
+            size: if size_from_file {
+                file.len
+            } else {
+                descriptor.size
+            },
+            media_type: descriptor.media_type.clone(),
+            role,
+            file: Some(file),
+        });
+    }
+}

@@ -1,0 +1,167 @@
+//! Progress on stderr: bars on a terminal, a line every few seconds elsewhere, nothing with `--quiet`.
+
+use std::io::IsTerminal;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+const LINE_EVERY: Duration = Duration::from_secs(5);
+
+enum Mode {
+    Bars {
+        multi: MultiProgress,
+        bytes: ProgressBar,
+        images: ProgressBar,
+    },
+    Lines {
+        last: Mutex<Instant>,
+    },
+    Hidden,
+}
+
+/// Progress of one run: images done out of a total, bytes moved out of a total.
+pub struct Progress {
+    verb: &'static str,
+    mode: Mode,
+    images_total: u64,
+    bytes_total: u64,
+    images_done: AtomicU64,
+    bytes_done: AtomicU64,
+    started: Instant,
+}
+
+impl Progress {
+    /// `verb` names the run in lines ("push", "export"); totals may be estimates.
+    pub fn new(verb: &'static str, images_total: u64, bytes_total: u64) -> Progress {
+        let mode = if crate::messages::quiet() {
+            Mode::Hidden
+        } else if std::io::stderr().is_terminal() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let bytes = multi.add(ProgressBar::new(bytes_total));
+            bytes.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bytes.set_prefix(verb);
+            let images = multi.add(ProgressBar::new(images_total));
+            images.set_style(
+                ProgressStyle::with_template("{prefix:>8} {pos}/{len} {wide_msg}")
+                    .expect("valid template"),
+            );
+            images.set_prefix("images");
+            bytes.enable_steady_tick(Duration::from_millis(200));
+            crate::messages::set_bars(Some(multi.clone()));
+            Mode::Bars {
+                multi,
+                bytes,
+                images,
+            }
+        } else {
+            Mode::Lines {
+                last: Mutex::new(Instant::now()),
+            }
+        };
+        Progress {
+            verb,
+            mode,
+            images_total,
+            bytes_total,
+            images_done: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// A progress that shows nothing (tests, dry runs).
+    pub fn hidden() -> Progress {
+        Progress {
+            verb: "",
+            mode: Mode::Hidden,
+            images_total: 0,
+            bytes_total: 0,
+            images_done: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn add_bytes(&self, n: u64) {
+        self.bytes_done.fetch_add(n, Ordering::Relaxed);
+        match &self.mode {
+            Mode::Bars { bytes, .. } => bytes.inc(n),
+            Mode::Lines { .. } => self.maybe_line(),
+            Mode::Hidden => {}
+        }
+    }
+
+    /// One image finished (whatever its outcome); `what` is shown beside the count on a terminal.
+    pub fn image_done(&self, what: &str) {
+        self.images_done.fetch_add(1, Ordering::Relaxed);
+        match &self.mode {
+            Mode::Bars { images, .. } => {
+                images.inc(1);
+                images.set_message(what.to_string());
+            }
+            Mode::Lines { .. } => self.maybe_line(),
+            Mode::Hidden => {}
+        }
+    }
+
+    pub fn bytes_done(&self) -> u64 {
+        self.bytes_done.load(Ordering::Relaxed)
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn maybe_line(&self) {
+        let Mode::Lines { last } = &self.mode else {
+            return;
+        };
+        let Ok(mut last) = last.try_lock() else {
+            return;
+        };
+        if last.elapsed() < LINE_EVERY {
+            return;
+        }
+        *last = Instant::now();
+        let bytes = self.bytes_done();
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        crate::note!(
+            "ferry {}: {}/{} images, {} of {}, {}/s",
+            self.verb,
+            self.images_done.load(Ordering::Relaxed),
+            self.images_total,
+            HumanBytes(bytes),
+            HumanBytes(self.bytes_total),
+            HumanBytes((bytes as f64 / secs) as u64)
+        );
+    }
+
+    /// Removes the bars (call before printing the summary).
+    pub fn finish(&self) {
+        if let Mode::Bars {
+            multi,
+            bytes,
+            images,
+        } = &self.mode
+        {
+            bytes.finish_and_clear();
+            images.finish_and_clear();
+            let _ = multi.clear();
+            crate::messages::set_bars(None);
+        }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

@@ -1,0 +1,194 @@
+//! Typed registry errors: HTTP status with the OCI / Harbor error codes, transport failures, and which are worth retrying.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::digest::Digest;
+
+/// One entry of a registry's `{"errors": [...]}` body.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ApiError {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Error codes from the distribution spec and Harbor's API that ferry acts on.
+pub mod code {
+    pub const BLOB_UNKNOWN: &str = "BLOB_UNKNOWN";
+    pub const DIGEST_INVALID: &str = "DIGEST_INVALID";
+    pub const MANIFEST_INVALID: &str = "MANIFEST_INVALID";
+    pub const MANIFEST_BLOB_UNKNOWN: &str = "MANIFEST_BLOB_UNKNOWN";
+    pub const MANIFEST_UNKNOWN: &str = "MANIFEST_UNKNOWN";
+    pub const NAME_UNKNOWN: &str = "NAME_UNKNOWN";
+    pub const DENIED: &str = "DENIED";
+    pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+    pub const TOOMANYREQUESTS: &str = "TOOMANYREQUESTS";
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// Harbor's own codes.
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const TOO_MANY_REQUEST: &str = "TOO_MANY_REQUEST";
+    pub const FORBIDDEN: &str = "FORBIDDEN";
+}
+
+/// What went wrong talking to a registry.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry answered with an error status.
+    #[error("{method} {url}: {}", status_text(*status, errors))]
+    Status {
+        method: String,
+        url: String,
+        status: u16,
+        errors: Vec<ApiError>,
+        retry_after: Option<Duration>,
+    },
+    /// No answer: connection refused, reset, timed out.
+    #[error("{method} {url}: {error}")]
+    Transport {
+        method: String,
+        url: String,
+        error: String,
+    },
+    /// The server's certificate is not trusted.
+    #[error(
+        "TLS certificate of {host} is not trusted ({error}); pass --ca-cert FILE with the CA that signed it, or --tls-verify=false to skip verification"
+    )]
+    Certificate { host: String, error: String },
+    /// Credentials missing or refused (the message says which account and where they came from).
+    #[error("{0}")]
+    Auth(String),
+    /// The registry stored something other than what was sent.
+    #[error("{url}: the registry reports digest {found}, the source has {expected}")]
+    DigestMismatch {
+        url: String,
+        expected: Digest,
+        found: String,
+    },
+    /// The local file did not hold what its digest promises; nothing was committed.
+    #[error("{0}")]
+    Local(String),
+    /// The registry answered something that does not follow the protocol.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+fn status_text(status: u16, errors: &[ApiError]) -> String {
+    let mut s = status.to_string();
+    for e in errors {
+        s.push(' ');
+        s.push_str(&e.code);
+        if !e.message.is_empty() {
+            s.push_str(": ");
+            s.push_str(&e.message);
+        }
+    }
+    s
+}
+
+impl RegistryError {
+    /// Worth another try: connection failures, 5xx, 408, 429 and the too-many-requests codes.
+    pub fn temporary(&self) -> bool {
+        match self {
+            RegistryError::Status { status, errors, .. } => {
+                *status >= 500
+                    || *status == 408
+                    || *status == 429
+                    || errors.iter().any(|e| {
+                        matches!(
+                            e.code.as_str(),
+                            code::TOOMANYREQUESTS | code::TOO_MANY_REQUEST | code::UNAVAILABLE
+                        )
+                    })
+            }
+            RegistryError::Transport { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The HTTP status, when the registry answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            RegistryError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn has_code(&self, wanted: &str) -> bool {
+        matches!(self, RegistryError::Status { errors, .. } if errors.iter().any(|e| e.code == wanted))
+    }
+
+    /// The destination refuses us as a whole (not just one repository): stop the run.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Auth(_) | RegistryError::Certificate { .. }
+        ) || self.status() == Some(401)
+    }
+
+    /// Parses an error body (`{"errors":[...]}`); anything else gives no codes.
+    pub fn parse_errors(body: &[u8]) -> Vec<ApiError> {
+        #[derive(Deserialize)]
+        struct Body {
+            #[serde(default)]
+            errors: Vec<ApiError>,
+        }
+        serde_json::from_slice::<Body>(body)
+            .map(|b| b.errors)
+            .unwrap_or_default()
+    }
+}
+
+/// A short form for summaries: `404 MANIFEST_UNKNOWN`.
+pub struct Brief<'a>(pub &'a RegistryError);
+
+impl fmt::Display for Brief<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            RegistryError::Status { status, errors, .. } => {
+                write!(f, "{status}")?;
+                if let Some(e) = errors.first() {
+                    write!(f, " {}", e.code)?;
+                }
+                Ok(())
+            }
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_decide_retries() {
+        let status = |s: u16, code: &str| RegistryError::Status {
+            method: "PUT".into(),
+            url: "u".into(),
+            status: s,
+            errors: vec![ApiError {
+                code: code.into(),
+                message: String::new(),
+            }],
+            retry_after: None,
+        };
+        assert!(status(503, "").temporary());
+        assert!(status(429, code::TOOMANYREQUESTS).temporary());
+        assert!(status(400, code::TOO_MANY_REQUEST).temporary());
+        assert!(!status(400, code::MANIFEST_INVALID).temporary());
+        assert!(!status(404, code::BLOB_UNKNOWN).temporary());
+        assert_eq!(
+            status(404, code::MANIFEST_UNKNOWN).to_string(),
+            "PUT u: 404 MANIFEST_UNKNOWN"
+        );
+        let parsed = RegistryError::parse_errors(
+            br#"{"errors":[{"code":"DENIED","message":"no","detail":{}}]}"#,
+        );
+        assert_eq!(parsed[0].code, "DENIED");
+        assert!(RegistryError::parse_errors(b"<html>").is_empty());
+    }
+}

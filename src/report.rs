@@ -1,0 +1,74 @@
+//! Serialisable records of outcomes: `--format json` rows and `--report FILE` documents.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::inventory::Image;
+use crate::manifest::Platform;
+
+/// One image as `list --format json` and reports show it.
+#[derive(Debug, Serialize)]
+pub struct ImageRecord {
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+    pub media_type: Option<String>,
+    /// docker, docker-list, oci, oci-index, helm, signature, artifact, schema1.
+    #[serde(rename = "type")]
+    pub kind: Option<&'static str>,
+    pub size: u64,
+    pub platforms: Vec<Platform>,
+    pub status: &'static str,
+    pub problems: Vec<String>,
+}
+
+impl From<&Image> for ImageRecord {
+    fn from(image: &Image) -> ImageRecord {
+        let top = image.manifest();
+        ImageRecord {
+            repository: image.repository.clone(),
+            tag: image.tag.clone(),
+            digest: image.digest.map(|d| d.to_string()),
+            media_type: top.map(|m| m.media_type().to_string()),
+            kind: top.map(|m| m.type_label()),
+            size: image.size(),
+            platforms: image.platforms.clone(),
+            status: if image.is_ok() { "ok" } else { "broken" },
+            problems: image.problems.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+}
+
+/// Writes `value` as pretty JSON to `path` (temp file + rename, so a reader never sees half a report).
+pub fn write_json_file(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write report {}", path.display()))?;
+    serde_json::to_writer_pretty(&mut tmp, value)?;
+    tmp.write_all(b"\n")?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot write report {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes one line per reference (a failed list `--images FILE` can take back), temp file + rename.
+pub fn write_lines_file(path: &Path, lines: &[String]) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    for line in lines {
+        writeln!(tmp, "{line}")?;
+    }
+    tmp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Sinks: where the copy engine writes images (layouts on disk, registries).
+
+use std::fmt;
+
+use crate::inventory::{BlobRef, Image};
+use crate::manifest::RawManifest;
+use crate::progress::Progress;
+use crate::source::BlobFile;
+
+/// Why a sink could not take something.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    /// Fails the image being written; the run goes on.
+    #[error("{0}")]
+    Image(String),
+    /// Nothing more can be done (destination unreachable or refusing us): the run stops, exit 2.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl SinkError {
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, SinkError::Fatal(_))
+    }
+}
+
+/// What happened to one blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlobAction {
+    /// Sent over the wire.
+    Uploaded,
+    /// Cross-repository mount at the destination.
+    Mounted,
+    /// Already at the destination.
+    Present,
+    /// Hard link to the source file.
+    Linked,
+    /// Reflink (copy-on-write clone) of the source file.
+    Reflinked,
+    /// Byte copy, hashed on the way.
+    Copied,
+}
+
+impl BlobAction {
+    /// Whether the action wrote the blob's bytes (to a disk or a wire).
+    pub fn writes_bytes(self) -> bool {
+        matches!(self, BlobAction::Uploaded | BlobAction::Copied)
+    }
+}
+
+/// A destination for images. The engine calls, per image: `target`, `image_present`,
+/// `put_blob` for each config/layer, `put_manifest` children first and the tagged one last,
+/// `finish_image`; and `finish` once at the end. Implementations are shared by worker threads.
+pub trait Sink: Sync {
+    /// Where one image goes (a destination repository, a folder).
+    type Target: Clone + Send + Sync + fmt::Display;
+
+    /// Maps an image to its target; an error (a name the destination refuses) fails that image at planning time.
+    fn target(&self, image: &Image) -> Result<Self::Target, String>;
+
+    /// Whether the image is already complete at its target, so it can be skipped.
+    fn image_present(&self, target: &Self::Target, image: &Image) -> Result<bool, SinkError>;
+
+    /// Stores one blob from its local file, verifying digest and size on the way.
+    fn put_blob(
+        &self,
+        target: &Self::Target,
+        blob: &BlobRef,
+        file: &BlobFile,
+        progress: &Progress,
+    ) -> Result<BlobAction, SinkError>;
+
+    /// Stores a manifest as its exact bytes; `tag` is set for the image's top manifest when it has one.
+    fn put_manifest(
+        &self,
+        target: &Self::Target,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<(), SinkError>;
+
+    /// Called after an image's manifests are stored.
+    fn finish_image(&self, _target: &Self::Target, _image: &Image) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Called once after every image (write indexes, flush).
+    fn finish(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
