@@ -35,6 +35,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Inventory of a storage tree: repositories, tags, digests, platforms, sizes (no network).
     List(ListArgs),
+    /// Push images to Harbor or any OCI registry, digests unchanged, each blob sent once.
+    Push(PushArgs),
 }
 
 /// Which images to work on; every given filter must agree.
@@ -75,4 +77,76 @@ pub enum ListFormat {
     Json,
     /// One `repo:tag` per line (the `--images` format).
     Images,
+}
+
+/// How source repositories map to destination repositories.
+#[derive(Debug, Args, Clone)]
+pub struct MappingArgs {
+    /// Project for single-component names (`alpine` → `NAME/alpine`).
+    #[arg(long, value_name = "NAME", default_value = "library")]
+    pub default_project: String,
+    /// Put everything under NAME: `NAME/<full source path>`.
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
+}
+
+/// How to reach and authenticate to the destination registry.
+#[derive(Debug, Args, Clone)]
+pub struct RegistryArgs {
+    /// Destination registry: host[:port] or a URL (http:// for plain HTTP).
+    #[arg(short = 'd', long = "destination", value_name = "REGISTRY")]
+    pub destination: String,
+    /// Verify the registry's TLS certificate; `--tls-verify=false` also allows plain HTTP.
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub tls_verify: bool,
+    /// Trust the CA certificates (PEM) in FILE for the registry.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Registry user (password from --password-stdin or FERRY_PASSWORD).
+    #[arg(long, value_name = "USER")]
+    pub username: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Credentials file (containers auth.json or docker config.json format).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Retries of a failed request (connection errors, 5xx, 408, 429), with backoff.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Storage tree: the root, its docker/ folder, or its docker/registry/v2/ folder.
+    pub source: PathBuf,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Parallel pushes (1–32).
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub jobs: u16,
+    /// Check the destination and print the plan; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Failed list: source repo:tag per line, for --images.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        default_value = "push-failed.txt"
+    )]
+    pub failed_list: PathBuf,
+    /// Do not create missing Harbor projects.
+    #[arg(long)]
+    pub no_create_projects: bool,
+    /// Push only repositories whose name hashes to K of N (0 <= K < N), to share a tree among N machines.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::destination::Shard>,
+    /// Also push manifests no tag points at (by digest).
+    #[arg(long)]
+    pub untagged: bool,
 }

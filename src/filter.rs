@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
+use crate::destination::Shard;
 use crate::digest::Digest;
 
 /// One line of an image list: `repo:tag` or `repo@sha256:<hex>`.
@@ -86,6 +87,7 @@ pub struct Filters {
     exclude_refs: Option<GlobSet>,
     tags: Option<GlobSet>,
     images: Option<(Vec<ImageRef>, HashSet<ImageRef>)>,
+    shard: Option<Shard>,
 }
 
 impl Filters {
@@ -107,11 +109,21 @@ impl Filters {
                 let set = list.iter().cloned().collect();
                 (list, set)
             }),
+            shard: None,
         })
+    }
+
+    /// Keeps only the repositories of one shard (`--shard K/N`).
+    pub fn with_shard(mut self, shard: Option<Shard>) -> Filters {
+        self.shard = shard;
+        self
     }
 
     /// Whether any image of `repository` can be selected (so the repository is worth reading).
     pub fn wants_repository(&self, repository: &str) -> bool {
+        if self.shard.is_some_and(|s| !s.takes(repository)) {
+            return false;
+        }
         if self.repos.as_ref().is_some_and(|g| !g.is_match(repository))
             || self
                 .exclude_repos

@@ -179,7 +179,13 @@ impl Inventory {
             .map(|(repo, tag, target)| resolve(source, &repo, tag.as_deref(), target, options))
             .collect();
         for wanted in filters.image_list().unwrap_or_default() {
-            if !found.contains(wanted) {
+            let selectable = match wanted {
+                ImageRef::Tag { repository, tag } => filters.selects_tag(repository, tag),
+                ImageRef::Digest { repository, digest } => {
+                    filters.selects_untagged(repository, digest)
+                }
+            };
+            if selectable && !found.contains(wanted) {
                 let (tag, digest) = match wanted {
                     ImageRef::Tag { tag, .. } => (Some(tag.as_str()), None),
                     ImageRef::Digest { digest, .. } => (None, Some(*digest)),

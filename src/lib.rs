@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod destination;
 pub mod digest;
 pub mod engine;
 pub mod filter;

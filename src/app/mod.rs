@@ -1,13 +1,16 @@
 //! Subcommands: one thin file each, turning resolved flags into a run and an `Outcome`.
 
 pub mod list;
+pub mod push;
 
 use std::path::Path;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, FilterArgs};
+use crate::cli::{Cli, Command, FilterArgs, RegistryArgs};
 use crate::filter::{Filters, read_image_list};
+use crate::registry::credentials::read_password_stdin;
+use crate::registry::{Client, ClientOptions, CredentialOptions, Endpoint};
 use crate::source::StorageTree;
 
 /// How a run ended when it could run at all (exit 0 or 1; errors are exit 2).
@@ -23,6 +26,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     crate::messages::init(cli.global.quiet, cli.global.debug);
     match cli.command {
         Command::List(args) => list::run(&args, &cli.global),
+        Command::Push(args) => push::run(&args, &cli.global),
     }
 }
 
@@ -35,4 +39,33 @@ pub fn filters(args: &FilterArgs) -> anyhow::Result<Filters> {
 /// Opens SOURCE as a storage tree.
 pub fn open_source(path: &Path) -> anyhow::Result<StorageTree> {
     StorageTree::open(path).with_context(|| format!("cannot use source {}", path.display()))
+}
+
+/// Resolves the destination, its credentials and TLS options, and connects (ping + credential check).
+pub fn connect(args: &RegistryArgs, jobs: usize) -> anyhow::Result<Client> {
+    let endpoint = Endpoint::parse(&args.destination, args.tls_verify)?;
+    let mut options = CredentialOptions::from_env();
+    options.username = args.username.clone();
+    options.authfile = args.authfile.clone();
+    if args.password_stdin {
+        options.password = Some(read_password_stdin(std::io::stdin())?);
+    }
+    let credentials = options.resolve(&endpoint.host)?;
+    if let Some((c, source)) = &credentials {
+        crate::debug!(
+            "credentials for {}: user {} from {source}",
+            endpoint.host,
+            c.username
+        );
+    }
+    let host = endpoint.host.clone();
+    Client::connect(ClientOptions {
+        endpoint,
+        tls_verify: args.tls_verify,
+        ca_cert: args.ca_cert.clone(),
+        credentials,
+        retries: args.retries,
+        connections: jobs,
+    })
+    .with_context(|| format!("cannot use destination {host}"))
 }

@@ -66,16 +66,15 @@ pub struct RunCounts {
     pub copied: usize,
     pub skipped: usize,
     pub failed: usize,
-    /// Distinct blobs per action (a blob counts once, under the action that wrote it).
+    /// Blob operations per action, over every image (a blob shared by two images counts twice).
     pub blobs: HashMap<BlobAction, usize>,
-    /// Bytes of the blobs whose action wrote bytes (each distinct blob once).
+    /// Bytes the actions that write bytes wrote.
     pub bytes_written: u64,
 }
 
 impl RunResult {
     pub fn counts(&self) -> RunCounts {
         let mut c = RunCounts::default();
-        let mut best: HashMap<Digest, (BlobAction, u64)> = HashMap::new();
         for image in &self.images {
             match image.status {
                 ImageStatus::Copied => c.copied += 1,
@@ -83,16 +82,10 @@ impl RunResult {
                 ImageStatus::Failed(_) => c.failed += 1,
             }
             for b in &image.blobs {
-                let slot = best.entry(b.digest).or_insert((b.action, b.size));
-                if b.action.writes_bytes() && !slot.0.writes_bytes() {
-                    *slot = (b.action, b.size);
+                *c.blobs.entry(b.action).or_default() += 1;
+                if b.action.writes_bytes() {
+                    c.bytes_written += b.size;
                 }
-            }
-        }
-        for (action, size) in best.values() {
-            *c.blobs.entry(*action).or_default() += 1;
-            if action.writes_bytes() {
-                c.bytes_written += size;
             }
         }
         c

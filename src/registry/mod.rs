@@ -5,6 +5,7 @@ pub mod client;
 pub mod credentials;
 pub mod endpoint;
 pub mod error;
+pub mod harbor;
 
 pub use client::{Client, ClientOptions, FetchedManifest, ManifestHead, Mount};
 pub use credentials::{CredentialOptions, CredentialSource, Credentials};

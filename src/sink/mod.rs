@@ -1,5 +1,7 @@
 //! Sinks: where the copy engine writes images (layouts on disk, registries).
 
+pub mod registry;
+
 use std::fmt;
 
 use crate::inventory::{BlobRef, Image};

@@ -1,0 +1,223 @@
+//! The registry sink: pushes blobs (HEAD → mount → upload, each digest once per run) and exact manifest bytes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use super::{BlobAction, Sink, SinkError};
+use crate::destination::Mapping;
+use crate::digest::Digest;
+use crate::engine::once::OnceMap;
+use crate::inventory::{BlobRef, Image};
+use crate::manifest::{ManifestKind, RawManifest};
+use crate::progress::Progress;
+use crate::registry::{Client, Mount, RegistryError};
+use crate::source::BlobFile;
+
+/// A destination repository and a digest in it.
+type RepoDigest = (String, Digest);
+
+/// Pushes into one registry. With `dry_run`, only reads (HEADs) and records what it would do.
+pub struct RegistrySink<'a> {
+    client: &'a Client,
+    mapping: Mapping,
+    harbor: bool,
+    dry_run: bool,
+    /// Per digest: a destination repository that holds it (uploaded this run, or found there).
+    homes: OnceMap<Digest, String>,
+    /// (repository, digest) pairs known to be at the destination.
+    present: Mutex<HashSet<RepoDigest>>,
+    /// Projects that could not be created: their images fail with this reason.
+    broken_projects: HashMap<String, String>,
+    /// One lock per (repository, manifest digest): Distribution 2.8 can fail concurrent PUTs of one manifest.
+    manifest_locks: Mutex<HashMap<RepoDigest, Arc<Mutex<()>>>>,
+}
+
+impl<'a> RegistrySink<'a> {
+    pub fn new(
+        client: &'a Client,
+        mapping: Mapping,
+        harbor: bool,
+        dry_run: bool,
+        broken_projects: HashMap<String, String>,
+    ) -> RegistrySink<'a> {
+        RegistrySink {
+            client,
+            mapping,
+            harbor,
+            dry_run,
+            homes: OnceMap::new(),
+            present: Mutex::new(HashSet::new()),
+            broken_projects,
+            manifest_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn error(&self, e: RegistryError) -> SinkError {
+        if e.is_unauthorized() {
+            let hint = if self.client.has_credentials() {
+                format!("the destination refused {}", self.client.who())
+            } else {
+                "the destination needs credentials: pass --username with --password-stdin, set FERRY_USERNAME/FERRY_PASSWORD, or use --authfile".to_string()
+            };
+            SinkError::Fatal(format!("{e} ({hint})"))
+        } else if e.status() == Some(403) {
+            SinkError::Image(format!("{e} ({} may not push here)", self.client.who()))
+        } else {
+            SinkError::Image(e.to_string())
+        }
+    }
+
+    fn manifest_lock(&self, repository: &str, digest: Digest) -> Arc<Mutex<()>> {
+        self.manifest_locks
+            .lock()
+            .unwrap()
+            .entry((repository.to_string(), digest))
+            .or_default()
+            .clone()
+    }
+
+    fn mark_present(&self, repository: &str, digest: Digest) {
+        self.present
+            .lock()
+            .unwrap()
+            .insert((repository.to_string(), digest));
+    }
+}
+
+impl Sink for RegistrySink<'_> {
+    type Target = String;
+
+    fn target(&self, image: &Image) -> Result<String, String> {
+        if let Some(m) = image.manifest()
+            && m.kind() == ManifestKind::Schema1
+        {
+            return Err(format!(
+                "schema1 manifest {}: its digest depends on the repository name inside it, so it cannot keep its digest at the destination; not pushed",
+                m.digest()
+            ));
+        }
+        let destination = self.mapping.destination(&image.repository);
+        self.mapping.check(&destination, self.harbor)?;
+        let project = crate::destination::project_of(&destination);
+        if let Some(reason) = self.broken_projects.get(project) {
+            return Err(reason.clone());
+        }
+        Ok(destination)
+    }
+
+    fn image_present(&self, target: &String, image: &Image) -> Result<bool, SinkError> {
+        let (Some(digest), Some(manifest)) = (image.digest, image.manifest()) else {
+            return Ok(false);
+        };
+        let reference = image.tag.clone().unwrap_or_else(|| digest.to_string());
+        let head = self
+            .client
+            .head_manifest(target, &reference)
+            .map_err(|e| self.error(e))?;
+        let found = match head {
+            None => return Ok(false),
+            Some(h) => match h.digest {
+                Some(d) => d,
+                // Registries that leave the digest out of HEAD: read the bytes and hash them.
+                None => match self
+                    .client
+                    .get_manifest(target, &reference)
+                    .map_err(|e| self.error(e))?
+                {
+                    Some(m) => Digest::of(&m.bytes),
+                    None => return Ok(false),
+                },
+            },
+        };
+        if found == manifest.digest() {
+            for b in &image.blobs {
+                self.mark_present(target, b.digest);
+                let _ = self.homes.run(&b.digest, || Ok::<_, ()>(target.clone()));
+            }
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn put_blob(
+        &self,
+        target: &String,
+        blob: &BlobRef,
+        file: &BlobFile,
+        progress: &Progress,
+    ) -> Result<BlobAction, SinkError> {
+        let key = (target.clone(), blob.digest);
+        if self.present.lock().unwrap().contains(&key) {
+            return Ok(BlobAction::Present);
+        }
+        if self
+            .client
+            .head_blob(target, &blob.digest)
+            .map_err(|e| self.error(e))?
+            .is_some()
+        {
+            self.mark_present(target, blob.digest);
+            let _ = self.homes.run(&blob.digest, || Ok::<_, ()>(target.clone()));
+            return Ok(BlobAction::Present);
+        }
+        let upload = |session: Option<String>| -> Result<(), SinkError> {
+            if self.dry_run {
+                return Ok(());
+            }
+            self.client
+                .upload_blob(target, &blob.digest, &file.path, blob.size, session, &|n| {
+                    progress.add_bytes(n)
+                })
+                .map_err(|e| self.error(e))
+        };
+        let (home, uploaded_here) = self.homes.run(&blob.digest, || {
+            upload(None)?;
+            Ok::<_, SinkError>(target.clone())
+        })?;
+        self.mark_present(target, blob.digest);
+        if uploaded_here {
+            return Ok(BlobAction::Uploaded);
+        }
+        if home == *target {
+            return Ok(BlobAction::Present);
+        }
+        if self.dry_run {
+            return Ok(BlobAction::Mounted);
+        }
+        match self
+            .client
+            .mount_blob(target, &blob.digest, &home)
+            .map_err(|e| self.error(e))?
+        {
+            Mount::Mounted => Ok(BlobAction::Mounted),
+            Mount::Session(url) => {
+                crate::debug!(
+                    "{target}: mount of {} from {home} refused; uploading",
+                    blob.digest
+                );
+                upload(Some(url))?;
+                Ok(BlobAction::Uploaded)
+            }
+        }
+    }
+
+    fn put_manifest(
+        &self,
+        target: &String,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<(), SinkError> {
+        if self.dry_run {
+            return Ok(());
+        }
+        let digest = manifest.digest();
+        let reference = tag
+            .map(str::to_string)
+            .unwrap_or_else(|| digest.to_string());
+        let lock = self.manifest_lock(target, digest);
+        let _held = lock.lock().unwrap();
+        self.client
+            .put_manifest(target, &reference, manifest.media_type(), manifest.bytes())
+            .map_err(|e| self.error(e))
+    }
+}
