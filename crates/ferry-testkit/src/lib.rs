@@ -1,1 +1,26 @@
 //! Test harness for ferry: starts real docker-registry instances and fills them with synthetic images.
+
+pub mod media;
+pub mod push;
+pub mod registry;
+pub mod tree;
+pub mod truth;
+
+use std::time::Duration;
+
+pub use media::{Descriptor, Platform};
+pub use push::{FetchedManifest, Pusher};
+pub use registry::{Registry, RegistryConfig, StoppedTree};
+pub use truth::{BlobRef, TaggedImage, Truth, UnfinishedUpload, UntaggedManifest};
+
+/// A plain-HTTP agent that ignores proxy variables and hands back 4xx/5xx responses
+/// instead of turning them into errors.
+pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
