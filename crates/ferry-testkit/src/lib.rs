@@ -1,16 +1,21 @@
 //! Test harness for ferry: starts real docker-registry instances and fills them with synthetic images.
 
+pub mod bulk;
+pub mod images;
 pub mod media;
 pub mod push;
 pub mod registry;
+pub mod standard;
 pub mod tree;
 pub mod truth;
 
 use std::time::Duration;
 
+pub use bulk::{BulkSpec, generate_bulk};
 pub use media::{Descriptor, Platform};
 pub use push::{FetchedManifest, Pusher};
 pub use registry::{Registry, RegistryConfig, StoppedTree};
+pub use standard::generate_standard;
 pub use truth::{BlobRef, TaggedImage, Truth, UnfinishedUpload, UntaggedManifest};
 
 /// A plain-HTTP agent that ignores proxy variables and hands back 4xx/5xx responses
