@@ -226,7 +226,8 @@ impl Pusher {
         Ok(resp.body_mut().with_config().limit(1 << 30).read_to_vec()?)
     }
 
-    /// `GET /v2/<repo>/tags/list` (sorted by the registry).
+    /// `GET /v2/<repo>/tags/list`, in the order the registry gives (Distribution 2.8 does
+    /// not sort it); `"tags": null` (a repository whose tags were all deleted) gives none.
     pub fn tags(&self, repo: &str) -> Result<Vec<String>> {
         let url = format!("{}/v2/{repo}/tags/list", self.base);
         let resp = self
@@ -246,25 +247,34 @@ impl Pusher {
             .unwrap_or_default())
     }
 
-    /// `GET /v2/_catalog?n=100000`: every repository the registry knows.
+    /// Every repository the registry knows, from `GET /v2/_catalog` pages of 1000
+    /// (Distribution refuses `n` above its `catalog.maxentries`, 1000 by default).
     pub fn catalog(&self) -> Result<Vec<String>> {
         let url = format!("{}/v2/_catalog", self.base);
-        let resp = self
-            .agent
-            .get(&url)
-            .query("n", "100000")
-            .call()
-            .with_context(|| format!("GET {url}"))?;
-        let mut resp = expect_status(resp, 200, &format!("GET {url}"))?;
-        let v: serde_json::Value = serde_json::from_slice(&resp.body_mut().read_to_vec()?)?;
-        Ok(v["repositories"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default())
+        let mut all: Vec<String> = Vec::new();
+        loop {
+            let mut req = self.agent.get(&url).query("n", "1000");
+            if let Some(last) = all.last() {
+                req = req.query("last", last);
+            }
+            let resp = req.call().with_context(|| format!("GET {url}"))?;
+            let mut resp = expect_status(resp, 200, &format!("GET {url}"))?;
+            let more = header(&resp, "Link").is_some_and(|l| l.contains("rel=\"next\""));
+            let v: serde_json::Value = serde_json::from_slice(&resp.body_mut().read_to_vec()?)?;
+            let page: Vec<String> = v["repositories"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let empty = page.is_empty();
+            all.extend(page);
+            if !more || empty {
+                return Ok(all);
+            }
+        }
     }
 
     /// `DELETE /v2/<repo>/manifests/<digest>` (needs `storage.delete.enabled`). Distribution
