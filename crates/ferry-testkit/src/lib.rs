@@ -8,6 +8,7 @@ pub mod registry;
 pub mod standard;
 pub mod tree;
 pub mod truth;
+pub mod verify;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ pub use push::{FetchedManifest, Pusher};
 pub use registry::{Registry, RegistryConfig, StoppedTree};
 pub use standard::generate_standard;
 pub use truth::{BlobRef, TaggedImage, Truth, UnfinishedUpload, UntaggedManifest};
+pub use verify::{check_registry, check_tree};
 
 /// A plain-HTTP agent that ignores proxy variables and hands back 4xx/5xx responses
 /// instead of turning them into errors.

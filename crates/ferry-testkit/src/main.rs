@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use ferry_testkit::{BulkSpec, Registry, RegistryConfig, generate_bulk, generate_standard, tree};
+use ferry_testkit::{
+    BulkSpec, Registry, RegistryConfig, Truth, check_tree, generate_bulk, generate_standard, tree,
+};
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +25,14 @@ enum Command {
     /// Start a registry, push a scenario, stop it and keep its storage tree in DIR
     /// (truth in DIR.truth.json).
     Generate(GenerateArgs),
+    /// Check that a storage tree holds what its truth file says (DIR.truth.json by default).
+    Check {
+        /// The storage root (the folder containing docker/registry/v2).
+        #[arg(long, value_name = "DIR")]
+        tree: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        truth: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -73,6 +83,7 @@ struct GenerateArgs {
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Generate(args) => generate(args),
+        Command::Check { tree, truth } => check(&tree, truth),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -81,6 +92,21 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn check(dir: &Path, truth: Option<PathBuf>) -> Result<()> {
+    let truth_file = truth.unwrap_or_else(|| truth_path(dir));
+    let truth = Truth::load(&truth_file)?;
+    check_tree(dir, &truth)?;
+    eprintln!(
+        "ferry-testkit: {} matches {} ({} tags, {} untagged, {} uploads)",
+        dir.display(),
+        truth_file.display(),
+        truth.tags.len(),
+        truth.untagged.len(),
+        truth.uploads.len()
+    );
+    Ok(())
 }
 
 fn truth_path(out: &Path) -> PathBuf {
