@@ -1,4 +1,19 @@
 //! Test harness for ferry: starts real docker-registry instances and fills them with synthetic images.
+//!
+//! ```no_run
+//! use ferry_testkit::{Registry, check_tree, generate_standard};
+//!
+//! let reg = Registry::start()?; // docker-registry on 127.0.0.1:<free port>
+//! let truth = generate_standard(&reg, 1)?; // pushes the standard scenario
+//! let tree = reg.stop()?; // SIGTERM; the storage folder stays until `tree` drops
+//! check_tree(tree.root(), &truth)?; // tree.root()/docker/registry/v2/...
+//! # anyhow::Ok(())
+//! ```
+//!
+//! A committed tree of the standard scenario is in `testdata/registry` with its truth in
+//! `testdata/registry.truth.json` (regenerate with `scripts/gen-testdata.sh`).
+//! Set `FERRY_TESTKIT_TMPDIR=/dev/shm` to run registries on a tmpfs (Distribution fsyncs
+//! every blob); `FERRY_TESTKIT_REGISTRY_BIN` points at another registry binary.
 
 pub mod bulk;
 pub mod images;
