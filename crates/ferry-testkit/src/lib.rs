@@ -1,1 +1,48 @@
 //! Test harness for ferry: starts real docker-registry instances and fills them with synthetic images.
+//!
+//! ```no_run
+//! use ferry_testkit::{Registry, check_tree, generate_standard};
+//!
+//! let reg = Registry::start()?; // docker-registry on 127.0.0.1:<free port>
+//! let truth = generate_standard(&reg, 1)?; // pushes the standard scenario
+//! let tree = reg.stop()?; // SIGTERM; the storage folder stays until `tree` drops
+//! check_tree(tree.root(), &truth)?; // tree.root()/docker/registry/v2/...
+//! # anyhow::Ok(())
+//! ```
+//!
+//! A committed tree of the standard scenario is in `testdata/registry` with its truth in
+//! `testdata/registry.truth.json` (regenerate with `scripts/gen-testdata.sh`).
+//! Set `FERRY_TESTKIT_TMPDIR=/dev/shm` to run registries on a tmpfs (Distribution fsyncs
+//! every blob); `FERRY_TESTKIT_REGISTRY_BIN` points at another registry binary.
+
+pub mod bulk;
+pub mod images;
+pub mod media;
+pub mod push;
+pub mod registry;
+pub mod standard;
+pub mod tree;
+pub mod truth;
+pub mod verify;
+
+use std::time::Duration;
+
+pub use bulk::{BulkSpec, generate_bulk};
+pub use media::{Descriptor, Platform};
+pub use push::{FetchedManifest, Pusher};
+pub use registry::{Registry, RegistryConfig, StoppedTree};
+pub use standard::generate_standard;
+pub use truth::{BlobRef, TaggedImage, Truth, UnfinishedUpload, UntaggedManifest};
+pub use verify::{check_registry, check_tree};
+
+/// A plain-HTTP agent that ignores proxy variables and hands back 4xx/5xx responses
+/// instead of turning them into errors.
+pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .build()
+        .into()
+}
