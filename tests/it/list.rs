@@ -1,0 +1,1 @@
+//! `ferry list` against trees written by docker-registry.

@@ -1,0 +1,5 @@
+//! ferry's integration tests: one binary, grouped by theme, against real docker-registry processes.
+
+mod util;
+
+mod list;

@@ -1,0 +1,115 @@
+//! Shared test helpers: the ferry command, fresh trees written by docker-registry, tree snapshots.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use ferry_testkit::{Registry, StoppedTree, Truth, generate_standard};
+use sha2::{Digest as _, Sha256};
+
+/// The ferry binary under test, with a clean environment for credentials and proxies.
+pub fn ferry() -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::cargo_bin("ferry").expect("ferry binary");
+    for var in [
+        "FERRY_USERNAME",
+        "FERRY_PASSWORD",
+        "REGISTRY_AUTH_FILE",
+        "DOCKER_CONFIG",
+        "XDG_RUNTIME_DIR",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// A storage tree written by a real docker-registry (standard scenario), and its truth.
+pub struct Fixture {
+    pub tree: StoppedTree,
+    pub truth: Truth,
+}
+
+impl Fixture {
+    /// The storage root (holds `docker/registry/v2`).
+    pub fn root(&self) -> &Path {
+        self.tree.root()
+    }
+}
+
+/// Starts a registry, pushes the standard scenario, stops it.
+pub fn standard_tree(seed: u64) -> Fixture {
+    let registry = Registry::start().expect("docker-registry starts");
+    let truth = generate_standard(&registry, seed).expect("standard scenario pushes");
+    let tree = registry.stop().expect("docker-registry stops");
+    Fixture { tree, truth }
+}
+
+/// Every file, folder and symlink under `root`: mode, size, content hash, symlink target.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot(BTreeMap<PathBuf, String>);
+
+pub fn snapshot(root: &Path) -> Snapshot {
+    let mut map = BTreeMap::new();
+    for entry in walkdir::WalkDir::new(root).sort_by_file_name() {
+        let entry = entry.expect("walk");
+        let meta = entry.path().symlink_metadata().expect("metadata");
+        let rel = entry.path().strip_prefix(root).unwrap().to_path_buf();
+        let what = if meta.file_type().is_symlink() {
+            format!("link {:?}", fs::read_link(entry.path()).unwrap())
+        } else if meta.is_file() {
+            let bytes = fs::read(entry.path()).expect("read");
+            format!(
+                "file {} {}",
+                meta.len(),
+                hex::encode(Sha256::digest(&bytes))
+            )
+        } else {
+            "dir".to_string()
+        };
+        map.insert(
+            rel,
+            format!(
+                "{what} mode {:o} mtime {}",
+                meta.mode(),
+                meta.mtime_nsec() + meta.mtime() * 1_000_000_000
+            ),
+        );
+    }
+    Snapshot(map)
+}
+
+/// The sha256 digest string of some bytes.
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// The destination repository ferry uses by default for a source repository.
+pub fn default_destination(repository: &str) -> String {
+    if repository.contains('/') {
+        repository.to_string()
+    } else {
+        format!("library/{repository}")
+    }
+}
+
+/// `skopeo inspect --raw` of a reference (any transport); the raw manifest bytes.
+pub fn skopeo_raw(reference: &str) -> Vec<u8> {
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", reference])
+        .output()
+        .expect("skopeo runs");
+    assert!(
+        out.status.success(),
+        "skopeo inspect --raw {reference} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
