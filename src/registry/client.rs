@@ -723,8 +723,11 @@ fn error_from(method: &str, url: &str, response: Response<Body>) -> RegistryErro
 
 fn transport_error(method: &str, url: &str, host: &str, e: ureq::Error) -> RegistryError {
     let text = e.to_string();
-    let certificate = matches!(e, ureq::Error::Rustls(_) | ureq::Error::Tls(_))
-        && (text.contains("certificate") || text.contains("Certificate"));
+    // rustls errors often arrive wrapped in an io::Error ("io: invalid peer certificate: UnknownIssuer").
+    let certificate = matches!(
+        e,
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::Io(_)
+    ) && text.to_ascii_lowercase().contains("certificate");
     if certificate {
         return RegistryError::Certificate {
             host: host.to_string(),

@@ -107,6 +107,8 @@ pub struct TokenRequest {
     /// The `scope` parameters as sent.
     pub scopes: Vec<String>,
     pub status: u16,
+    /// The token handed out (tests check it never shows up in logs).
+    pub token: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -229,8 +231,12 @@ fn answer(mut request: tiny_http::Request, state: &IssuerState, log: &Mutex<Vec<
         .find(|h| h.field.equiv("Authorization"))
         .map(|h| h.value.as_str().to_string());
     let user = check_basic(authorization.as_deref(), &state.users);
+    let mut token = None;
     let (status, body) = if path != "/token" {
-        (404, r#"{"errors":[{"code":"NOT_FOUND","message":"no such path"}]}"#.to_string())
+        (
+            404,
+            r#"{"errors":[{"code":"NOT_FOUND","message":"no such path"}]}"#.to_string(),
+        )
     } else if authorization.is_some() && user.is_none() {
         (
             401,
@@ -238,7 +244,16 @@ fn answer(mut request: tiny_http::Request, state: &IssuerState, log: &Mutex<Vec<
         )
     } else {
         match sign(state, user, &scopes) {
-            Ok(b) => (200, b),
+            Ok(t) => {
+                let body = serde_json::json!({
+                    "token": t,
+                    "access_token": t,
+                    "expires_in": state.lifetime.as_secs(),
+                })
+                .to_string();
+                token = Some(t);
+                (200, body)
+            }
             Err(e) => (500, format!("{{\"error\":{:?}}}", e.to_string())),
         }
     };
@@ -250,6 +265,7 @@ fn answer(mut request: tiny_http::Request, state: &IssuerState, log: &Mutex<Vec<
         },
         scopes,
         status,
+        token,
     });
     let header =
         tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).unwrap();
@@ -260,13 +276,14 @@ fn answer(mut request: tiny_http::Request, state: &IssuerState, log: &Mutex<Vec<
     );
 }
 
-/// Grants what was asked, limited to `pull` for read-only users and to nothing for anonymous ones.
+/// A JWT granting what was asked, limited to `pull` for read-only users and to nothing for anonymous ones.
 fn sign(state: &IssuerState, user: Option<&User>, scopes: &[String]) -> Result<String> {
     let mut granted: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     if let Some(user) = user {
         for scope in scopes {
             let mut parts = scope.splitn(3, ':');
-            let (Some(kind), Some(name), Some(actions)) = (parts.next(), parts.next(), parts.next())
+            let (Some(kind), Some(name), Some(actions)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
@@ -303,13 +320,7 @@ fn sign(state: &IssuerState, user: Option<&User>, scopes: &[String]) -> Result<S
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     header.typ = Some("JWT".to_string());
     header.x5c = Some(vec![state.cert_b64.clone()]);
-    let token = jsonwebtoken::encode(&header, &claims, &state.key)?;
-    Ok(serde_json::json!({
-        "token": token,
-        "access_token": token,
-        "expires_in": state.lifetime.as_secs(),
-    })
-    .to_string())
+    Ok(jsonwebtoken::encode(&header, &claims, &state.key)?)
 }
 
 /// Splits `a=1&b=2` into decoded pairs.

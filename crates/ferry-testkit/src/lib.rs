@@ -53,7 +53,10 @@ pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
 }
 
 /// Like [`http_agent`], for HTTPS servers whose certificate the CA in `ca_pem` signed.
-pub(crate) fn https_agent(timeout: Duration, ca_pem: &std::path::Path) -> anyhow::Result<ureq::Agent> {
+pub(crate) fn https_agent(
+    timeout: Duration,
+    ca_pem: &std::path::Path,
+) -> anyhow::Result<ureq::Agent> {
     use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
     let pem = std::fs::read(ca_pem)?;
     let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)

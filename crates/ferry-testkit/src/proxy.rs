@@ -55,7 +55,9 @@ impl RequestRecord {
 
     /// `POST /v2/<repo>/blobs/uploads/` (with or without `mount=`).
     pub fn is_upload_post(&self) -> bool {
-        self.method == "POST" && self.path.starts_with("/v2/") && self.path.ends_with("/blobs/uploads/")
+        self.method == "POST"
+            && self.path.starts_with("/v2/")
+            && self.path.ends_with("/blobs/uploads/")
     }
 
     /// An upload session was opened: a plain POST answered 202, or a mount the registry answered 202.
@@ -158,7 +160,11 @@ impl Proxy {
     fn start_with(backend: &str, harbor: Option<HarborDouble>) -> Result<Proxy> {
         let server = tiny_http::Server::http("127.0.0.1:0")
             .map_err(|e| anyhow::anyhow!("proxy cannot listen: {e}"))?;
-        let port = server.server_addr().to_ip().context("proxy address")?.port();
+        let port = server
+            .server_addr()
+            .to_ip()
+            .context("proxy address")?
+            .port();
         let agent: Agent = Agent::config_builder()
             .http_status_as_error(false)
             .proxy(None)
@@ -432,7 +438,10 @@ fn harbor_answer(
     let full = if record.query.is_empty() {
         path.to_string()
     } else {
-        format!("{path}?{}", request.url().split_once('?').map(|x| x.1).unwrap_or(""))
+        format!(
+            "{path}?{}",
+            request.url().split_once('?').map(|x| x.1).unwrap_or("")
+        )
     };
     h.api_calls.push((method.to_string(), full, status));
     Some((status, reply))
@@ -464,7 +473,8 @@ const HOP_BY_HOP: &[&str] = &[
 /// Forwards a request to the registry and streams its answer back; returns the status.
 fn forward(mut request: tiny_http::Request, state: &State, method: &str, url: &str) -> u16 {
     let host = header_value(&request, "Host").unwrap_or_default();
-    let content_length = header_value(&request, "Content-Length").and_then(|v| v.parse::<u64>().ok());
+    let content_length =
+        header_value(&request, "Content-Length").and_then(|v| v.parse::<u64>().ok());
     let chunked = header_value(&request, "Transfer-Encoding").is_some();
     let mut builder = http::Request::builder()
         .method(method)
@@ -512,7 +522,10 @@ fn forward(mut request: tiny_http::Request, state: &State, method: &str, url: &s
             length = value.to_str().ok().and_then(|v| v.parse::<usize>().ok());
             continue;
         }
-        if HOP_BY_HOP.iter().any(|x| name.as_str().eq_ignore_ascii_case(x)) {
+        if HOP_BY_HOP
+            .iter()
+            .any(|x| name.as_str().eq_ignore_ascii_case(x))
+        {
             continue;
         }
         if let Ok(h) = tiny_http::Header::from_bytes(name.as_str().as_bytes(), value.as_bytes()) {

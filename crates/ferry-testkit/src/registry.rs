@@ -238,7 +238,7 @@ impl Registry {
                 &config_path,
                 config.to_yaml_with(&storage_root, port, &instance, &extras),
             )
-                .context("writing registry config")?;
+            .context("writing registry config")?;
             let log = File::create(&log_path).context("creating registry log")?;
             let mut cmd = Command::new(&config.binary);
             cmd.arg("serve")

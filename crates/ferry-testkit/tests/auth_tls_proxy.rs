@@ -62,7 +62,10 @@ fn htpasswd_registry_takes_only_the_right_password() {
 fn token_registry_trusts_the_issuer_and_enforces_scopes() {
     let reg = Registry::start_with(RegistryConfig {
         auth: RegistryAuth::Token {
-            users: vec![User::new("bob", "pw-bob"), User::new("ro", "pw-ro").read_only()],
+            users: vec![
+                User::new("bob", "pw-bob"),
+                User::new("ro", "pw-ro").read_only(),
+            ],
             lifetime: Duration::from_secs(300),
         },
         ..Default::default()
@@ -139,7 +142,11 @@ fn tls_registry_is_trusted_only_with_its_ca() {
     .unwrap();
     assert!(reg.url().starts_with("https://127.0.0.1:"));
     let ca = reg.ca_cert().unwrap();
-    assert!(std::fs::read_to_string(ca).unwrap().contains("BEGIN CERTIFICATE"));
+    assert!(
+        std::fs::read_to_string(ca)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
     let err = agent().get(format!("{}/v2/", reg.url())).call();
     assert!(err.is_err(), "an unknown CA is refused");
     // skopeo trusts the CA through --cert-dir (a folder of *.crt files).
@@ -171,10 +178,7 @@ fn proxy_forwards_and_counts() {
     assert!(counts.mounts >= 1, "the scenario mounts one blob");
     // The generator uploads shared layers once per repository (no mounts but one).
     assert!(counts.completed.len() >= truth.all_blobs().len());
-    let put = log
-        .iter()
-        .find(|r| r.completed_upload().is_some())
-        .unwrap();
+    let put = log.iter().find(|r| r.completed_upload().is_some()).unwrap();
     assert!(put.content_length.is_some() && !put.chunked);
 
     proxy.fail_next(2, 503, |m, path| m == "GET" && path == "/v2/");

@@ -1,0 +1,297 @@
+//! `ferry push` into real docker-registry destinations: digests kept, blobs sent once, auth, TLS, Harbor double, damage.
+
+use base64::Engine as _;
+use ferry_testkit::{Proxy, Pusher, Registry, RegistryAuth, RegistryConfig, upload_counts};
+
+use crate::util::*;
+
+/// The standard tree lands whole; skopeo reads every tag back; a second run only skips.
+#[test]
+fn standard_tree_lands_with_digests_and_a_rerun_skips_everything() {
+    let fx = standard_tree(11);
+    let before = snapshot(fx.root());
+    let reg = Registry::start().unwrap();
+    let proxy = Proxy::start(&reg.url()).unwrap();
+    let dir = workdir();
+    let dest = format!("http://{}", proxy.host());
+    let ran = run(&mut push_cmd(fx.root(), &dest, dir.path(), &[]));
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    assert_tags_at(&Pusher::new(&reg), &fx.truth, default_destination);
+    for (name, tag) in &fx.truth.tags {
+        let raw = skopeo_raw(&format!(
+            "docker://{}/{}:{}",
+            reg.host(),
+            default_destination(&tag.repository),
+            tag.tag
+        ));
+        assert_eq!(sha256(&raw), tag.digest, "skopeo reads {name} back");
+    }
+    // Each unique blob crossed the wire once; every other repository mounted it or had it.
+    let counts = upload_counts(&proxy.requests());
+    let unique = fx.truth.all_blobs();
+    assert_eq!(
+        counts.completed.keys().cloned().collect::<Vec<_>>(),
+        unique.keys().cloned().collect::<Vec<_>>()
+    );
+    assert!(counts.completed.values().all(|&n| n == 1), "{counts:?}");
+    assert_eq!(counts.sessions, unique.len(), "no session without a blob");
+    assert!(counts.mounts > 0);
+    for r in proxy.requests() {
+        if r.completed_upload().is_some() {
+            assert!(!r.chunked && r.content_length.is_some(), "{r:?}");
+        }
+    }
+    assert!(
+        std::fs::read_to_string(dir.path().join("failed.txt"))
+            .unwrap()
+            .is_empty()
+    );
+
+    proxy.clear_requests();
+    let again = run(&mut push_cmd(fx.root(), &dest, dir.path(), &[]));
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let writes: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method != "GET" && r.method != "HEAD")
+        .collect();
+    assert!(writes.is_empty(), "second run wrote: {writes:?}");
+    let tags = fx.truth.tags.len();
+    assert!(
+        again
+            .stderr
+            .contains(&format!("images: 0 pushed, {tags} skipped, 0 failed")),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(snapshot(fx.root()), before, "the source is read-only");
+}
+
+/// Every tag of the truth at `host` under the default mapping, read back by skopeo with `extra` flags.
+fn assert_skopeo_sees_all(host: &str, truth: &ferry_testkit::Truth, extra: &[&str]) {
+    for (name, tag) in &truth.tags {
+        let reference = format!(
+            "docker://{host}/{}:{}",
+            default_destination(&tag.repository),
+            tag.tag
+        );
+        assert_eq!(skopeo_digest(&reference, extra), tag.digest, "{name}");
+    }
+}
+
+fn assert_no_secret(ran: &Ran, secrets: &[&str]) {
+    for s in secrets {
+        assert!(
+            !ran.all().contains(s),
+            "secret {s:?} leaked:\n{}",
+            ran.all()
+        );
+    }
+}
+
+#[test]
+fn htpasswd_auth_pushes_with_the_right_password_and_exits_2_with_a_wrong_one() {
+    let fx = standard_tree(21);
+    let password = "pw-htpasswd-7Qz";
+    let reg = Registry::start_with(RegistryConfig {
+        auth: RegistryAuth::htpasswd("alice", password),
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = workdir();
+    let dest = format!("http://{}", reg.host());
+    let report = dir.path().join("report.json");
+
+    let wrong = "wrong-pw-K2v";
+    let ran = run(push_cmd(
+        fx.root(),
+        &dest,
+        dir.path(),
+        &["--debug", "--username", "alice", "--password-stdin"],
+    )
+    .arg("--report")
+    .arg(&report)
+    .write_stdin(format!("{wrong}\n")));
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert!(ran.stderr.contains("alice"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("refused"), "{}", ran.stderr);
+    assert_no_secret(&ran, &[wrong]);
+
+    let ran = run(push_cmd(
+        fx.root(),
+        &dest,
+        dir.path(),
+        &["--debug", "--username", "alice", "--password-stdin"],
+    )
+    .arg("--report")
+    .arg(&report)
+    .write_stdin(format!("{password}\n")));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_no_secret(&ran, &[password]);
+    let report_text = std::fs::read_to_string(&report).unwrap();
+    assert!(!report_text.contains(password));
+    let creds = format!("alice:{password}");
+    assert_skopeo_sees_all(
+        &reg.host(),
+        &fx.truth,
+        &["--tls-verify=false", "--creds", &creds],
+    );
+
+    // The same credentials from the environment: everything is already there.
+    let ran = run(push_cmd(fx.root(), &dest, dir.path(), &[])
+        .env("FERRY_USERNAME", "alice")
+        .env("FERRY_PASSWORD", password));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(ran.stderr.contains("0 pushed"), "{}", ran.stderr);
+}
+
+#[test]
+fn token_auth_pushes_with_scoped_tokens_and_refuses_wrong_credentials() {
+    let fx = standard_tree(22);
+    let password = "pw-token-9Xr";
+    let reg = Registry::start_with(RegistryConfig {
+        auth: RegistryAuth::token("bob", password),
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = workdir();
+    let dest = format!("http://{}", reg.host());
+    let issuer = reg.token_issuer().unwrap();
+
+    // Credentials from an auth file (docker config.json shape).
+    let authfile = dir.path().join("auth.json");
+    let encode = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    std::fs::write(
+        &authfile,
+        serde_json::json!({"auths": {reg.host(): {"auth": encode(&format!("bob:{password}"))}}})
+            .to_string(),
+    )
+    .unwrap();
+    let ran = run(push_cmd(fx.root(), &dest, dir.path(), &["--debug"])
+        .arg("--authfile")
+        .arg(&authfile));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let tokens: Vec<String> = issuer
+        .requests()
+        .into_iter()
+        .filter_map(|r| r.token)
+        .collect();
+    assert!(!tokens.is_empty());
+    let tokens_ref: Vec<&str> = tokens.iter().map(String::as_str).collect();
+    assert_no_secret(&ran, &[password]);
+    assert_no_secret(&ran, &tokens_ref);
+    // A mount asks for push on the target and pull on the source, in one token.
+    let mount_scopes = issuer.requests().into_iter().any(|r| {
+        r.scopes.len() == 2
+            && r.scopes.iter().any(|s| s.ends_with(":pull,push"))
+            && r.scopes.iter().any(|s| s.ends_with(":pull"))
+    });
+    assert!(mount_scopes, "{:?}", issuer.requests());
+    let creds = format!("bob:{password}");
+    assert_skopeo_sees_all(
+        &reg.host(),
+        &fx.truth,
+        &["--tls-verify=false", "--creds", &creds],
+    );
+
+    let wrong = "not-the-pw-4Hq";
+    let ran = run(push_cmd(
+        fx.root(),
+        &dest,
+        dir.path(),
+        &["--debug", "--username", "bob", "--password-stdin"],
+    )
+    .write_stdin(wrong));
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert!(ran.stderr.contains("bob"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("refused"), "{}", ran.stderr);
+    assert_no_secret(&ran, &[wrong]);
+
+    // No credentials at all: a clear message saying how to give them.
+    let ran = run(&mut push_cmd(fx.root(), &dest, dir.path(), &[]));
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert!(ran.stderr.contains("--password-stdin"), "{}", ran.stderr);
+}
+
+#[test]
+fn a_401_mid_run_fetches_a_fresh_token_and_goes_on() {
+    let fx = standard_tree(23);
+    let reg = Registry::start_with(RegistryConfig {
+        auth: RegistryAuth::token("bob", "pw-bob"),
+        ..Default::default()
+    })
+    .unwrap();
+    let proxy = Proxy::start(&reg.url()).unwrap();
+    proxy.fail_next(1, 401, |m, p| m == "PUT" && p.contains("/manifests/"));
+    let dir = workdir();
+    let ran = run(push_cmd(
+        fx.root(),
+        &format!("http://{}", proxy.host()),
+        dir.path(),
+        &["--username", "bob", "--password-stdin"],
+    )
+    .write_stdin("pw-bob"));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_eq!(proxy.requests().iter().filter(|r| r.injected).count(), 1);
+    assert_skopeo_sees_all(
+        &reg.host(),
+        &fx.truth,
+        &["--tls-verify=false", "--creds", "bob:pw-bob"],
+    );
+}
+
+#[test]
+fn self_signed_https_needs_ca_cert_or_tls_verify_false() {
+    let fx = standard_tree(24);
+    let dir = workdir();
+    let reg = Registry::start_with(RegistryConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let ran = run(&mut push_cmd(fx.root(), &reg.host(), dir.path(), &[]));
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert!(ran.stderr.contains("--ca-cert"), "{}", ran.stderr);
+    assert!(ran.stderr.contains("--tls-verify=false"), "{}", ran.stderr);
+    assert!(ran.stderr.contains(&reg.host()), "{}", ran.stderr);
+
+    let ran = run(push_cmd(fx.root(), &reg.host(), dir.path(), &[])
+        .arg("--ca-cert")
+        .arg(reg.ca_cert().unwrap()));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let certs = workdir();
+    std::fs::copy(reg.ca_cert().unwrap(), certs.path().join("ca.crt")).unwrap();
+    let cert_dir = certs.path().to_str().unwrap().to_string();
+    assert_skopeo_sees_all(&reg.host(), &fx.truth, &["--cert-dir", &cert_dir]);
+
+    let other = Registry::start_with(RegistryConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        &other.host(),
+        dir.path(),
+        &["--tls-verify=false"],
+    ));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_skopeo_sees_all(&other.host(), &fx.truth, &["--tls-verify=false"]);
+}
+
+#[test]
+fn tls_verify_false_falls_back_to_plain_http() {
+    let fx = standard_tree(25);
+    let dir = workdir();
+    let reg = Registry::start().unwrap();
+    let ran = run(&mut push_cmd(fx.root(), &reg.host(), dir.path(), &[]));
+    assert_eq!(ran.code, 2, "https only by default: {}", ran.all());
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        &reg.host(),
+        dir.path(),
+        &["--tls-verify=false"],
+    ));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_tags_at(&Pusher::new(&reg), &fx.truth, default_destination);
+}
