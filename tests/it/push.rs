@@ -295,3 +295,185 @@ fn tls_verify_false_falls_back_to_plain_http() {
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_tags_at(&Pusher::new(&reg), &fx.truth, default_destination);
 }
+
+/// The digest of a blob that only `reference`'s image uses.
+fn blob_only_in(truth: &ferry_testkit::Truth, reference: &str) -> String {
+    let image = &truth.tags[reference];
+    image
+        .blobs
+        .iter()
+        .rev()
+        .find(|b| {
+            truth
+                .tags
+                .iter()
+                .filter(|(k, t)| k.as_str() != reference && t.digest != image.digest)
+                .all(|(_, t)| t.blobs.iter().all(|o| o.digest != b.digest))
+        })
+        .unwrap_or_else(|| panic!("{reference} has no blob of its own"))
+        .digest
+        .clone()
+}
+
+#[test]
+fn a_damaged_tree_pushes_every_healthy_image_and_names_each_broken_one() {
+    use ferry_testkit::tree;
+    let fx = standard_tree(31);
+    let root = fx.root();
+    let missing = blob_only_in(&fx.truth, "charts/mychart:0.1.0");
+    std::fs::remove_file(tree::blob_data(root, &missing)).unwrap();
+    let corrupt = blob_only_in(&fx.truth, "ns/sub/img:2.0");
+    let corrupt_file = tree::blob_data(root, &corrupt);
+    let mut bytes = std::fs::read(&corrupt_file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&corrupt_file, &bytes).unwrap();
+    std::fs::write(
+        tree::tag_current_link(root, "multi/oci-app", "1.0"),
+        "garbage",
+    )
+    .unwrap();
+    let before = snapshot(root);
+
+    let reg = Registry::start().unwrap();
+    let dir = workdir();
+    let ran = run(&mut push_cmd(root, &reg.url(), dir.path(), &[]));
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    let failed = std::fs::read_to_string(dir.path().join("failed.txt")).unwrap();
+    let mut failed: Vec<&str> = failed.lines().collect();
+    failed.sort();
+    assert_eq!(
+        failed,
+        vec![
+            "charts/mychart:0.1.0",
+            "multi/oci-app:1.0",
+            "ns/sub/img:2.0"
+        ]
+    );
+    let line = |reference: &str| {
+        ran.stderr
+            .lines()
+            .find(|l| l.contains("error") && l.contains(reference))
+            .unwrap_or_else(|| panic!("no error line for {reference}:\n{}", ran.stderr))
+            .to_string()
+    };
+    assert!(
+        line("charts/mychart:0.1.0").contains(&missing),
+        "{}",
+        ran.stderr
+    );
+    assert!(line("multi/oci-app:1.0").contains("link"), "{}", ran.stderr);
+    let corrupt_line = line("ns/sub/img:2.0");
+    assert!(
+        corrupt_line.contains(&corrupt_file.display().to_string())
+            && corrupt_line.contains("corrupt"),
+        "{corrupt_line}"
+    );
+    // Nothing with the corrupt digest reached the destination.
+    assert!(!tree::blob_data(reg.storage_root(), &corrupt).exists());
+    assert!(
+        !Pusher::new(&reg)
+            .blob_exists("ns/sub/img", &corrupt)
+            .unwrap()
+    );
+
+    let mut healthy = fx.truth.clone();
+    for r in &failed {
+        healthy.tags.remove(*r);
+    }
+    assert_tags_at(&Pusher::new(&reg), &healthy, default_destination);
+    assert_eq!(snapshot(root), before, "the source is read-only");
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let fx = standard_tree(32);
+    let reg = Registry::start().unwrap();
+    let proxy = Proxy::start(&reg.url()).unwrap();
+    let dir = workdir();
+    // Half the tree is there already: the plan says which images it would skip.
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        &proxy.url(),
+        dir.path(),
+        &["--repo", "alpine"],
+    ));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let storage_before = snapshot(reg.storage_root());
+    proxy.clear_requests();
+
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        &proxy.url(),
+        dir.path(),
+        &["--dry-run"],
+    ));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let writes: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD"))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert_eq!(snapshot(reg.storage_root()), storage_before);
+    assert!(
+        ran.stdout.contains("skip  alpine:3.19 → library/alpine"),
+        "{}",
+        ran.stdout
+    );
+    let push_line = ran
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("push  org/team/sub/app:1.0 → org/team/sub/app"))
+        .unwrap_or_else(|| panic!("{}", ran.stdout));
+    assert!(push_line.contains("upload"), "{push_line}");
+    assert_eq!(
+        ran.stdout
+            .lines()
+            .filter(|l| l.starts_with("push  "))
+            .count(),
+        fx.truth
+            .tags
+            .keys()
+            .filter(|k| !k.starts_with("alpine:"))
+            .count()
+    );
+    assert!(ran.stderr.contains("to push"), "{}", ran.stderr);
+}
+
+#[test]
+fn project_and_default_project_decide_where_images_land() {
+    let fx = standard_tree(33);
+    let reg = Registry::start().unwrap();
+    let dir = workdir();
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        &reg.url(),
+        dir.path(),
+        &["--project", "mirror"],
+    ));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_tags_at(&Pusher::new(&reg), &fx.truth, |r| format!("mirror/{r}"));
+
+    let other = Registry::start().unwrap();
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        &other.url(),
+        dir.path(),
+        &["--default-project", "base"],
+    ));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_tags_at(&Pusher::new(&other), &fx.truth, |r| {
+        if r.contains('/') {
+            r.to_string()
+        } else {
+            format!("base/{r}")
+        }
+    });
+    let catalog = Pusher::new(&other).catalog().unwrap();
+    assert!(catalog.contains(&"base/alpine".to_string()), "{catalog:?}");
+    assert!(
+        !catalog.iter().any(|r| r.starts_with("library/")),
+        "{catalog:?}"
+    );
+}
