@@ -1,7 +1,9 @@
 //! `ferry push` into real docker-registry destinations: digests kept, blobs sent once, auth, TLS, Harbor double, damage.
 
 use base64::Engine as _;
-use ferry_testkit::{Proxy, Pusher, Registry, RegistryAuth, RegistryConfig, upload_counts};
+use ferry_testkit::{
+    HarborDouble, Proxy, Pusher, Registry, RegistryAuth, RegistryConfig, upload_counts,
+};
 
 use crate::util::*;
 
@@ -476,4 +478,219 @@ fn project_and_default_project_decide_where_images_land() {
         !catalog.iter().any(|r| r.starts_with("library/")),
         "{catalog:?}"
     );
+}
+
+/// Projects the standard tree needs besides `library` (which Harbor has from the start).
+fn standard_projects(truth: &ferry_testkit::Truth) -> std::collections::BTreeSet<String> {
+    truth
+        .tags
+        .values()
+        .map(|t| default_destination(&t.repository))
+        .map(|d| d.split('/').next().unwrap().to_string())
+        .filter(|p| p != "library")
+        .collect()
+}
+
+fn project_posts(proxy: &Proxy) -> usize {
+    proxy
+        .api_calls()
+        .iter()
+        .filter(|(m, p, _)| m == "POST" && p == "/api/v2.0/projects")
+        .count()
+}
+
+#[test]
+fn harbor_projects_are_created_through_the_api_by_an_admin() {
+    let fx = standard_tree(41);
+    let reg = Registry::start().unwrap();
+    let proxy =
+        Proxy::harbor(&reg.url(), HarborDouble::with_admin("admin", "Harbor12345")).unwrap();
+    let dir = workdir();
+    let login = ["--username", "admin", "--password-stdin"];
+
+    let ran = run(push_cmd(
+        fx.root(),
+        &proxy.url(),
+        dir.path(),
+        &[&login[..], &["--dry-run"]].concat(),
+    )
+    .write_stdin("Harbor12345"));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    for p in standard_projects(&fx.truth) {
+        assert!(
+            ran.stderr
+                .contains(&format!("would create Harbor project {p}")),
+            "{}",
+            ran.stderr
+        );
+    }
+    assert_eq!(project_posts(&proxy), 0, "a dry run creates nothing");
+
+    let ran = run(push_cmd(fx.root(), &proxy.url(), dir.path(), &login).write_stdin("Harbor12345"));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert!(ran.stderr.contains("(Harbor)"), "{}", ran.stderr);
+    let created = proxy.created_projects();
+    let names: std::collections::BTreeSet<String> =
+        created.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(names, standard_projects(&fx.truth));
+    assert_eq!(created.len(), names.len(), "each project created once");
+    assert!(
+        created
+            .iter()
+            .all(|c| c.public.as_deref() == Some("false") && c.by == "admin")
+    );
+    assert_tags_at(&Pusher::new(&reg), &fx.truth, default_destination);
+
+    let ran = run(push_cmd(fx.root(), &proxy.url(), dir.path(), &login).write_stdin("Harbor12345"));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_eq!(
+        project_posts(&proxy),
+        names.len(),
+        "existing projects are not created again"
+    );
+}
+
+#[test]
+fn harbor_refusals_name_the_account() {
+    let fx = standard_tree(42);
+    let reg = Registry::start().unwrap();
+    let mut double = HarborDouble::with_admin("admin", "Harbor12345");
+    double
+        .users
+        .push(ferry_testkit::User::new("dev", "dev-pw-3Lm"));
+    let proxy = Proxy::harbor(&reg.url(), double).unwrap();
+    let dir = workdir();
+
+    // A user who may not create projects: those images fail, the rest (library) is pushed.
+    let ran = run(push_cmd(
+        fx.root(),
+        &proxy.url(),
+        dir.path(),
+        &["--username", "dev", "--password-stdin"],
+    )
+    .write_stdin("dev-pw-3Lm"));
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert!(
+        ran.stderr
+            .lines()
+            .any(|l| l.contains("user dev") && l.contains("403")),
+        "{}",
+        ran.stderr
+    );
+    assert_no_secret(&ran, &["dev-pw-3Lm"]);
+    let failed = std::fs::read_to_string(dir.path().join("failed.txt")).unwrap();
+    let expected: Vec<&String> = fx
+        .truth
+        .tags
+        .keys()
+        .filter(|k| !k.starts_with("alpine:"))
+        .collect();
+    let mut got: Vec<&str> = failed.lines().collect();
+    got.sort();
+    assert_eq!(got, expected.iter().map(|s| s.as_str()).collect::<Vec<_>>());
+    let mut library = fx.truth.clone();
+    library.tags.retain(|k, _| k.starts_with("alpine:"));
+    assert_tags_at(&Pusher::new(&reg), &library, default_destination);
+
+    // A wrong password: nothing can be done, exit 2.
+    let ran = run(push_cmd(
+        fx.root(),
+        &proxy.url(),
+        dir.path(),
+        &["--debug", "--username", "admin", "--password-stdin"],
+    )
+    .write_stdin("not-Harbor12345"));
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert!(ran.stderr.contains("user admin"), "{}", ran.stderr);
+    assert_no_secret(&ran, &["not-Harbor12345"]);
+}
+
+#[test]
+fn no_create_projects_leaves_harbor_projects_alone() {
+    let fx = standard_tree(43);
+    let reg = Registry::start().unwrap();
+    let proxy =
+        Proxy::harbor(&reg.url(), HarborDouble::with_admin("admin", "Harbor12345")).unwrap();
+    let dir = workdir();
+    let ran = run(push_cmd(
+        fx.root(),
+        &proxy.url(),
+        dir.path(),
+        &[
+            "--no-create-projects",
+            "--username",
+            "admin",
+            "--password-stdin",
+        ],
+    )
+    .write_stdin("Harbor12345"));
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    assert!(
+        proxy
+            .api_calls()
+            .iter()
+            .all(|(_, p, _)| !p.starts_with("/api/v2.0/projects"))
+    );
+    assert!(proxy.created_projects().is_empty());
+    assert!(
+        ran.stderr.contains("project ns not found"),
+        "{}",
+        ran.stderr
+    );
+    let mut library = fx.truth.clone();
+    library.tags.retain(|k, _| k.starts_with("alpine:"));
+    assert_tags_at(&Pusher::new(&reg), &library, default_destination);
+}
+
+#[test]
+fn names_harbor_would_refuse_are_reported_before_anything_is_sent() {
+    let fx = standard_tree(44);
+    let repos = fx.root().join("docker/registry/v2/repositories");
+    // `le__gacy` is a valid Distribution name component but not a Harbor project name.
+    std::fs::rename(repos.join("legacy"), repos.join("le__gacy")).unwrap();
+    let reg = Registry::start().unwrap();
+    let proxy =
+        Proxy::harbor(&reg.url(), HarborDouble::with_admin("admin", "Harbor12345")).unwrap();
+    let dir = workdir();
+    let ran = run(push_cmd(
+        fx.root(),
+        &proxy.url(),
+        dir.path(),
+        &["--username", "admin", "--password-stdin"],
+    )
+    .write_stdin("Harbor12345"));
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    let failed = std::fs::read_to_string(dir.path().join("failed.txt")).unwrap();
+    assert_eq!(
+        failed.lines().collect::<Vec<_>>(),
+        vec!["le__gacy/foreign:1.0"]
+    );
+    assert!(
+        ran.stderr
+            .lines()
+            .any(|l| l.contains("le__gacy/foreign:1.0") && l.contains("Harbor would refuse")),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .all(|r| !r.path.contains("le__gacy"))
+    );
+    assert!(
+        proxy
+            .api_calls()
+            .iter()
+            .all(|(_, p, _)| !p.contains("le__gacy"))
+    );
+    // The same tree into a plain registry: the name is fine there.
+    let plain = Registry::start().unwrap();
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        &plain.url(),
+        dir.path(),
+        &["--repo", "le__gacy/**"],
+    ));
+    assert_eq!(ran.code, 0, "{}", ran.all());
 }
