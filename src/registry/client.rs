@@ -113,7 +113,9 @@ impl Client {
                 ),
                 retries: options.retries,
             };
-            match client.ping() {
+            // Only the last scheme to try gets retries: an https probe of a plain-HTTP registry fails fast.
+            let last = i + 1 == options.endpoint.schemes.len();
+            match client.ping(last) {
                 Ok(()) => {
                     client.auth.verify(&client.agent)?;
                     return Ok(client);
@@ -150,9 +152,25 @@ impl Client {
         self.auth.who()
     }
 
-    fn ping(&self) -> Result<(), RegistryError> {
+    fn ping(&self, retry: bool) -> Result<(), RegistryError> {
         let url = format!("{}/v2/", self.base);
-        let response = self.send_once("GET", &url, &[], None, SendBody::none())?;
+        let mut attempt = 0;
+        let response = loop {
+            let error = match self.send_once("GET", &url, &[], None, SendBody::none()) {
+                Ok(r)
+                    if is_temporary_status(r.status().as_u16())
+                        && retry
+                        && attempt < self.retries =>
+                {
+                    error_from("GET", &url, r)
+                }
+                Ok(r) => break r,
+                Err(e) if e.temporary() && retry && attempt < self.retries => e,
+                Err(e) => return Err(e),
+            };
+            attempt += 1;
+            self.backoff(attempt, &error);
+        };
         let status = response.status().as_u16();
         match status {
             200 => Ok(()),
@@ -635,6 +653,7 @@ fn build_agent(options: &ClientOptions) -> Result<ureq::Agent, RegistryError> {
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
     let config = ureq::Agent::config_builder()
+        .proxy(proxy_for(&options.endpoint.host))
         .http_status_as_error(false)
         .tls_config(tls.build())
         .max_idle_connections(options.connections.max(1) * 2)
@@ -646,6 +665,32 @@ fn build_agent(options: &ClientOptions) -> Result<ureq::Agent, RegistryError> {
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .build();
     Ok(ureq::Agent::new_with_config(config))
+}
+
+/// The proxy from `ALL_PROXY` / `HTTPS_PROXY` / `HTTP_PROXY` (and `NO_PROXY`), like skopeo;
+/// never one for a loopback registry.
+fn proxy_for(host: &str) -> Option<ureq::Proxy> {
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return None;
+    }
+    let proxy = ureq::Proxy::try_from_env();
+    if let Some(p) = &proxy {
+        crate::debug!(
+            "using the proxy at {}:{} from the environment",
+            p.host(),
+            p.port()
+        );
+    }
+    proxy
 }
 
 /// Streams a file while hashing it; refuses to hand over the last bytes when the digest or size is wrong.
@@ -767,6 +812,13 @@ fn loggable(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_registries_never_use_a_proxy() {
+        for host in ["127.0.0.1:5000", "localhost", "[::1]:443", "127.1.2.3"] {
+            assert!(proxy_for(host).is_none(), "{host}");
+        }
+    }
 
     #[test]
     fn urls_for_messages() {

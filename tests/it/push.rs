@@ -694,3 +694,159 @@ fn names_harbor_would_refuse_are_reported_before_anything_is_sent() {
     ));
     assert_eq!(ran.code, 0, "{}", ran.all());
 }
+
+#[test]
+fn two_shards_push_everything_once() {
+    let fx = standard_tree(51);
+    let reg = Registry::start().unwrap();
+    let proxy = Proxy::start(&reg.url()).unwrap();
+    let dir = workdir();
+    let mut pushed = 0;
+    for shard in ["0/2", "1/2"] {
+        let report = dir.path().join(format!("report-{}.json", &shard[..1]));
+        let ran = run(
+            push_cmd(fx.root(), &proxy.url(), dir.path(), &["--shard", shard])
+                .arg("--report")
+                .arg(&report),
+        );
+        assert_eq!(ran.code, 0, "{}", ran.all());
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let images = json["images"].as_array().unwrap();
+        assert!(images.iter().all(|i| i["status"] == "copied"), "{json}");
+        pushed += images.len();
+        // Within one shard each blob is sent once (shards on other machines cannot mount from each other).
+        let counts = upload_counts(&proxy.requests());
+        assert!(counts.completed.values().all(|&n| n == 1), "{counts:?}");
+        proxy.clear_requests();
+    }
+    assert_eq!(pushed, fx.truth.tags.len(), "each tag in exactly one shard");
+    assert_tags_at(&Pusher::new(&reg), &fx.truth, default_destination);
+}
+
+#[test]
+fn report_has_every_image_and_blob_outcome() {
+    let fx = standard_tree(52);
+    let reg = Registry::start().unwrap();
+    let dir = workdir();
+    let report = dir.path().join("report.json");
+    let ran = run(push_cmd(fx.root(), &reg.url(), dir.path(), &[])
+        .arg("--report")
+        .arg(&report));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["command"], "push");
+    let images = json["images"].as_array().unwrap();
+    assert_eq!(images.len(), fx.truth.tags.len());
+    let mut uploaded = std::collections::BTreeMap::new();
+    for image in images {
+        let source = image["source"].as_str().unwrap();
+        let truth = &fx.truth.tags[source];
+        assert_eq!(image["digest"], truth.digest, "{source}");
+        assert_eq!(image["target"], default_destination(&truth.repository));
+        // Two tags of one digest: the second finds the image there.
+        let blobs = image["blobs"].as_array().unwrap();
+        if image["status"] == "skipped" {
+            assert!(blobs.is_empty());
+            continue;
+        }
+        assert_eq!(image["status"], "copied", "{image}");
+        let mut got: Vec<&str> = blobs
+            .iter()
+            .map(|b| b["digest"].as_str().unwrap())
+            .collect();
+        got.sort();
+        let mut want: Vec<&str> = truth.blobs.iter().map(|b| b.digest.as_str()).collect();
+        want.sort();
+        assert_eq!(got, want, "{source}");
+        for b in blobs {
+            let action = b["action"].as_str().unwrap();
+            assert!(["uploaded", "mounted", "present"].contains(&action), "{b}");
+            if action == "uploaded" {
+                *uploaded
+                    .entry(b["digest"].as_str().unwrap().to_string())
+                    .or_insert(0) += 1;
+            }
+        }
+    }
+    let unique = fx.truth.all_blobs();
+    assert_eq!(uploaded.len(), unique.len());
+    assert!(uploaded.values().all(|&n| n == 1), "{uploaded:?}");
+    assert_eq!(
+        json["counts"]["copied"].as_u64().unwrap() + json["counts"]["skipped"].as_u64().unwrap(),
+        images.len() as u64
+    );
+}
+
+#[test]
+fn retries_recover_from_503s_and_retries_0_fails_clearly() {
+    let fx = standard_tree(53);
+    let reg = Registry::start().unwrap();
+    let proxy = Proxy::start(&reg.url()).unwrap();
+    let dir = workdir();
+    let blob_put = |m: &str, p: &str| m == "PUT" && p.contains("/blobs/uploads/");
+    proxy.fail_next(1, 503, |m, p| m == "GET" && p == "/v2/");
+    proxy.fail_next(3, 503, blob_put);
+    proxy.fail_next(2, 503, |m, p| m == "PUT" && p.contains("/manifests/"));
+    proxy.fail_next(2, 503, |m, _| m == "HEAD");
+    let ran = run(&mut push_cmd(fx.root(), &proxy.url(), dir.path(), &[]));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_eq!(proxy.requests().iter().filter(|r| r.injected).count(), 8);
+    assert_tags_at(&Pusher::new(&reg), &fx.truth, default_destination);
+    // A retried upload starts a fresh session: one more session per failed PUT.
+    let counts = upload_counts(&proxy.requests());
+    assert_eq!(counts.sessions, fx.truth.all_blobs().len() + 3);
+
+    let other = Registry::start().unwrap();
+    let proxy = Proxy::start(&other.url()).unwrap();
+    proxy.fail_next(1, 503, |m, p| m == "PUT" && p.contains("/manifests/"));
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        &proxy.url(),
+        dir.path(),
+        &["--retries", "0", "-j", "1"],
+    ));
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    let failed = std::fs::read_to_string(dir.path().join("failed.txt")).unwrap();
+    assert_eq!(failed.lines().count(), 1, "{failed}");
+    let reference = failed.lines().next().unwrap();
+    assert!(
+        ran.stderr
+            .lines()
+            .any(|l| l.contains(reference) && l.contains("503")),
+        "{}",
+        ran.stderr
+    );
+
+    // The destination down at the start: exit 2 naming it.
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        "http://127.0.0.1:9",
+        dir.path(),
+        &["--retries", "1"],
+    ));
+    assert_eq!(ran.code, 2, "{}", ran.all());
+    assert!(ran.stderr.contains("127.0.0.1:9"), "{}", ran.stderr);
+}
+
+#[test]
+fn relative_locations_and_proxy_variables_do_not_get_in_the_way() {
+    let fx = standard_tree(54);
+    let reg = Registry::start_with(RegistryConfig {
+        relative_urls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    let dir = workdir();
+    // A dead proxy in the environment: loopback destinations never go through it.
+    let ran = run(push_cmd(fx.root(), &reg.url(), dir.path(), &[])
+        .env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("http_proxy", "http://127.0.0.1:9")
+        .env("ALL_PROXY", "http://127.0.0.1:9"));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_tags_at(&Pusher::new(&reg), &fx.truth, default_destination);
+    assert!(
+        !ran.stderr.contains('\u{1b}'),
+        "no terminal escapes when stderr is not a terminal"
+    );
+}

@@ -115,10 +115,13 @@ pub struct CreatedProject {
     pub by: String,
 }
 
+/// Decides from (method, path) whether a fault applies to a request.
+type Matcher = Box<dyn Fn(&str, &str) -> bool + Send>;
+
 struct Fault {
     remaining: usize,
     status: u16,
-    matches: Box<dyn Fn(&str, &str) -> bool + Send>,
+    matches: Matcher,
 }
 
 struct State {
