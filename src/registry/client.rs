@@ -53,6 +53,17 @@ pub struct FetchedManifest {
     pub media_type: Option<String>,
 }
 
+/// What `GET /v2/<repo>/tags/list` tells about a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tags {
+    /// The repository does not exist (404).
+    Unknown,
+    /// Every tag of the repository.
+    Listed(Vec<String>),
+    /// The registry did not give a complete list (paged, refused, or not JSON).
+    Unlisted,
+}
+
 /// The answer to a cross-repository mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mount {
@@ -373,6 +384,38 @@ impl Client {
             })),
             404 => Ok(None),
             _ => Err(error_from(call.method, &call.url, response)),
+        }
+    }
+
+    /// `GET /v2/<repo>/tags/list`: `Tags::Unknown` when the repository does not exist (404),
+    /// `Tags::Unlisted` when the registry pages the list or will not list it.
+    pub fn tags(&self, repository: &str) -> Result<Tags, RegistryError> {
+        let call = self.registry_call(
+            "GET",
+            format!("/v2/{repository}/tags/list"),
+            vec![Scope::pull(repository)],
+            vec![("Accept", "application/json".to_string())],
+            &[],
+        );
+        let response = self.call(&call)?;
+        match response.status().as_u16() {
+            200 if header(&response, "link").is_none() => {
+                #[derive(serde::Deserialize)]
+                struct List {
+                    tags: Option<Vec<String>>,
+                }
+                let bytes = response
+                    .into_body()
+                    .with_config()
+                    .limit(MAX_MANIFEST)
+                    .read_to_vec()
+                    .map_err(|e| transport_error("GET", &call.url, &self.host, e))?;
+                Ok(serde_json::from_slice::<List>(&bytes)
+                    .map(|l| Tags::Listed(l.tags.unwrap_or_default()))
+                    .unwrap_or(Tags::Unlisted))
+            }
+            404 => Ok(Tags::Unknown),
+            _ => Ok(Tags::Unlisted),
         }
     }
 
