@@ -11,7 +11,7 @@
 #   floor     every unique blob uploaded once (POST + PUT, no HEAD, no hashing, no manifests) by
 #             `ferry-testkit upload-floor -j JOBS`, a 60-line Rust client
 # and prints each time and the ratios. Knobs (environment): REPOS (60) TAGS (4) BASE_LAYERS (12)
-# BASE_KIB (4096) UNIQUE_KIB (512) JOBS (4) SEED (1) BENCH_TMPDIR (/dev/shm: tree and
+# BASE_KIB (16384) UNIQUE_KIB (2048) JOBS (4) SEED (1) BENCH_TMPDIR (/dev/shm: tree and
 # destinations; Distribution fsyncs every blob, so a disk folder measures the disk) ROUNDS (3:
 # ferry and the floor are each run ROUNDS times, alternating, and their medians compared)
 # KEEP=1 keeps the work folder. Needs docker-registry, skopeo, curl and jq.
@@ -21,8 +21,8 @@ cd "$(dirname "$0")/.."
 REPOS=${REPOS:-60}
 TAGS=${TAGS:-4}
 BASE_LAYERS=${BASE_LAYERS:-12}
-BASE_KIB=${BASE_KIB:-4096}
-UNIQUE_KIB=${UNIQUE_KIB:-512}
+BASE_KIB=${BASE_KIB:-16384}
+UNIQUE_KIB=${UNIQUE_KIB:-2048}
 JOBS=${JOBS:-4}
 SEED=${SEED:-1}
 BENCH_TMPDIR=${BENCH_TMPDIR:-/dev/shm}

@@ -851,6 +851,11 @@ fn relative_locations_and_proxy_variables_do_not_get_in_the_way() {
     );
     assert!(ran.stderr.contains("images: "), "a summary: {}", ran.stderr);
     // --quiet: nothing but errors, and a second run has none.
-    let ran = run(&mut push_cmd(fx.root(), &reg.url(), dir.path(), &["--quiet"]));
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        &reg.url(),
+        dir.path(),
+        &["--quiet"],
+    ));
     assert_eq!((ran.code, ran.stderr.as_str()), (0, ""));
 }
