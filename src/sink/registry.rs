@@ -129,14 +129,46 @@ impl Sink for RegistrySink<'_> {
                 },
             },
         };
-        if found == manifest.digest() {
-            for b in &image.blobs {
-                self.mark_present(target, b.digest);
-                let _ = self.homes.run(&b.digest, || Ok::<_, ()>(target.clone()));
-            }
-            return Ok(true);
+        if found != manifest.digest() {
+            return Ok(false);
         }
-        Ok(false)
+        // A registry can keep a manifest whose children or blobs are gone (Harbor after GC):
+        // skip only what is whole, so a retry from `ferry validate`'s failed list repairs it.
+        let children = &image.manifests[..image.manifests.len().saturating_sub(1)];
+        for child in children {
+            let head = self
+                .client
+                .head_manifest(target, &child.digest().to_string())
+                .map_err(|e| self.error(e))?;
+            if head.is_none() {
+                crate::debug!(
+                    "{target}: child {} is missing; pushing again",
+                    child.digest()
+                );
+                return Ok(false);
+            }
+        }
+        for b in &image.blobs {
+            if self
+                .present
+                .lock()
+                .unwrap()
+                .contains(&(target.clone(), b.digest))
+            {
+                continue;
+            }
+            let head = self
+                .client
+                .head_blob(target, &b.digest)
+                .map_err(|e| self.error(e))?;
+            if head.is_none() {
+                crate::debug!("{target}: blob {} is missing; pushing again", b.digest);
+                return Ok(false);
+            }
+            self.mark_present(target, b.digest);
+            let _ = self.homes.run(&b.digest, || Ok::<_, ()>(target.clone()));
+        }
+        Ok(true)
     }
 
     fn put_blob(
