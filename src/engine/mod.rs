@@ -101,8 +101,10 @@ impl RunResult {
     }
 }
 
-/// Puts images in the order they are worked on: images holding the largest shared blobs first,
-/// so the blobs others wait for start early; within an image, largest blobs first.
+/// Puts images in the order they are worked on. Images are grouped by their largest shared blob
+/// (groups of bigger blobs first) and taken one per group in turn, so the first images each
+/// start a different shared blob and later ones find their blobs there (mount, not wait).
+/// Images sharing nothing come last, in their own order.
 pub fn plan_order(images: &[Image]) -> Vec<usize> {
     let mut users: HashMap<Digest, usize> = HashMap::new();
     for image in images {
@@ -110,17 +112,36 @@ pub fn plan_order(images: &[Image]) -> Vec<usize> {
             *users.entry(b.digest).or_default() += 1;
         }
     }
-    let shared_bytes = |image: &Image| -> u64 {
-        image
+    let mut groups: std::collections::BTreeMap<(std::cmp::Reverse<u64>, Digest), Vec<usize>> =
+        std::collections::BTreeMap::new();
+    let mut alone = Vec::new();
+    for (i, image) in images.iter().enumerate() {
+        let largest = image
             .blobs
             .iter()
             .filter(|b| users[&b.digest] > 1)
-            .map(|b| b.size)
-            .max()
-            .unwrap_or(0)
-    };
-    let mut order: Vec<usize> = (0..images.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(shared_bytes(&images[i])));
+            .max_by_key(|b| (b.size, b.digest));
+        match largest {
+            Some(b) => groups
+                .entry((std::cmp::Reverse(b.size), b.digest))
+                .or_default()
+                .push(i),
+            None => alone.push(i),
+        }
+    }
+    let mut queues: Vec<std::collections::VecDeque<usize>> =
+        groups.into_values().map(Into::into).collect();
+    let mut order = Vec::with_capacity(images.len());
+    while !queues.is_empty() {
+        queues.retain_mut(|q| match q.pop_front() {
+            Some(i) => {
+                order.push(i);
+                true
+            }
+            None => false,
+        });
+    }
+    order.extend(alone);
     order
 }
 

@@ -53,6 +53,17 @@ pub struct FetchedManifest {
     pub media_type: Option<String>,
 }
 
+/// What `GET /v2/<repo>/tags/list` tells about a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tags {
+    /// The repository does not exist (404).
+    Unknown,
+    /// Every tag of the repository.
+    Listed(Vec<String>),
+    /// The registry did not give a complete list (paged, refused, or not JSON).
+    Unlisted,
+}
+
 /// The answer to a cross-repository mount.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mount {
@@ -113,7 +124,9 @@ impl Client {
                 ),
                 retries: options.retries,
             };
-            match client.ping() {
+            // Only the last scheme to try gets retries: an https probe of a plain-HTTP registry fails fast.
+            let last = i + 1 == options.endpoint.schemes.len();
+            match client.ping(last) {
                 Ok(()) => {
                     client.auth.verify(&client.agent)?;
                     return Ok(client);
@@ -150,9 +163,25 @@ impl Client {
         self.auth.who()
     }
 
-    fn ping(&self) -> Result<(), RegistryError> {
+    fn ping(&self, retry: bool) -> Result<(), RegistryError> {
         let url = format!("{}/v2/", self.base);
-        let response = self.send_once("GET", &url, &[], None, SendBody::none())?;
+        let mut attempt = 0;
+        let response = loop {
+            let error = match self.send_once("GET", &url, &[], None, SendBody::none()) {
+                Ok(r)
+                    if is_temporary_status(r.status().as_u16())
+                        && retry
+                        && attempt < self.retries =>
+                {
+                    error_from("GET", &url, r)
+                }
+                Ok(r) => break r,
+                Err(e) if e.temporary() && retry && attempt < self.retries => e,
+                Err(e) => return Err(e),
+            };
+            attempt += 1;
+            self.backoff(attempt, &error);
+        };
         let status = response.status().as_u16();
         match status {
             200 => Ok(()),
@@ -355,6 +384,38 @@ impl Client {
             })),
             404 => Ok(None),
             _ => Err(error_from(call.method, &call.url, response)),
+        }
+    }
+
+    /// `GET /v2/<repo>/tags/list`: `Tags::Unknown` when the repository does not exist (404),
+    /// `Tags::Unlisted` when the registry pages the list or will not list it.
+    pub fn tags(&self, repository: &str) -> Result<Tags, RegistryError> {
+        let call = self.registry_call(
+            "GET",
+            format!("/v2/{repository}/tags/list"),
+            vec![Scope::pull(repository)],
+            vec![("Accept", "application/json".to_string())],
+            &[],
+        );
+        let response = self.call(&call)?;
+        match response.status().as_u16() {
+            200 if header(&response, "link").is_none() => {
+                #[derive(serde::Deserialize)]
+                struct List {
+                    tags: Option<Vec<String>>,
+                }
+                let bytes = response
+                    .into_body()
+                    .with_config()
+                    .limit(MAX_MANIFEST)
+                    .read_to_vec()
+                    .map_err(|e| transport_error("GET", &call.url, &self.host, e))?;
+                Ok(serde_json::from_slice::<List>(&bytes)
+                    .map(|l| Tags::Listed(l.tags.unwrap_or_default()))
+                    .unwrap_or(Tags::Unlisted))
+            }
+            404 => Ok(Tags::Unknown),
+            _ => Ok(Tags::Unlisted),
         }
     }
 
@@ -635,6 +696,7 @@ fn build_agent(options: &ClientOptions) -> Result<ureq::Agent, RegistryError> {
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
     let config = ureq::Agent::config_builder()
+        .proxy(proxy_for(&options.endpoint.host))
         .http_status_as_error(false)
         .tls_config(tls.build())
         .max_idle_connections(options.connections.max(1) * 2)
@@ -646,6 +708,32 @@ fn build_agent(options: &ClientOptions) -> Result<ureq::Agent, RegistryError> {
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .build();
     Ok(ureq::Agent::new_with_config(config))
+}
+
+/// The proxy from `ALL_PROXY` / `HTTPS_PROXY` / `HTTP_PROXY` (and `NO_PROXY`), like skopeo;
+/// never one for a loopback registry.
+fn proxy_for(host: &str) -> Option<ureq::Proxy> {
+    let name = match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let loopback = name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        return None;
+    }
+    let proxy = ureq::Proxy::try_from_env();
+    if let Some(p) = &proxy {
+        crate::debug!(
+            "using the proxy at {}:{} from the environment",
+            p.host(),
+            p.port()
+        );
+    }
+    proxy
 }
 
 /// Streams a file while hashing it; refuses to hand over the last bytes when the digest or size is wrong.
@@ -723,8 +811,11 @@ fn error_from(method: &str, url: &str, response: Response<Body>) -> RegistryErro
 
 fn transport_error(method: &str, url: &str, host: &str, e: ureq::Error) -> RegistryError {
     let text = e.to_string();
-    let certificate = matches!(e, ureq::Error::Rustls(_) | ureq::Error::Tls(_))
-        && (text.contains("certificate") || text.contains("Certificate"));
+    // rustls errors often arrive wrapped in an io::Error ("io: invalid peer certificate: UnknownIssuer").
+    let certificate = matches!(
+        e,
+        ureq::Error::Rustls(_) | ureq::Error::Tls(_) | ureq::Error::Io(_)
+    ) && text.to_ascii_lowercase().contains("certificate");
     if certificate {
         return RegistryError::Certificate {
             host: host.to_string(),
@@ -764,6 +855,13 @@ fn loggable(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_registries_never_use_a_proxy() {
+        for host in ["127.0.0.1:5000", "localhost", "[::1]:443", "127.1.2.3"] {
+            assert!(proxy_for(host).is_none(), "{host}");
+        }
+    }
 
     #[test]
     fn urls_for_messages() {

@@ -10,11 +10,24 @@ use crate::engine::once::OnceMap;
 use crate::inventory::{BlobRef, Image};
 use crate::manifest::{ManifestKind, RawManifest};
 use crate::progress::Progress;
+use crate::registry::client::Tags;
 use crate::registry::{Client, Mount, RegistryError};
 use crate::source::BlobFile;
 
 /// A destination repository and a digest in it.
 type RepoDigest = (String, Digest);
+
+/// What this run learnt about a destination repository from one `tags/list` before its first image.
+#[derive(Clone)]
+enum RepoState {
+    /// It did not exist: its tags are absent, and its blobs are not HEADed first (a repository
+    /// with no tag may still hold blobs of an interrupted run; those are sent again, no harm done).
+    New,
+    /// It exists with these tags.
+    Tags(Arc<HashSet<String>>),
+    /// No usable list: HEAD everything.
+    Unlisted,
+}
 
 /// Pushes into one registry. With `dry_run`, only reads (HEADs) and records what it would do.
 pub struct RegistrySink<'a> {
@@ -26,6 +39,8 @@ pub struct RegistrySink<'a> {
     homes: OnceMap<Digest, String>,
     /// (repository, digest) pairs known to be at the destination.
     present: Mutex<HashSet<RepoDigest>>,
+    /// Per destination repository, what its tag list said at the start.
+    repos: OnceMap<String, RepoState>,
     /// Projects that could not be created: their images fail with this reason.
     broken_projects: HashMap<String, String>,
     /// One lock per (repository, manifest digest): Distribution 2.8 can fail concurrent PUTs of one manifest.
@@ -47,6 +62,7 @@ impl<'a> RegistrySink<'a> {
             dry_run,
             homes: OnceMap::new(),
             present: Mutex::new(HashSet::new()),
+            repos: OnceMap::new(),
             broken_projects,
             manifest_locks: Mutex::new(HashMap::new()),
         }
@@ -74,6 +90,20 @@ impl<'a> RegistrySink<'a> {
             .entry((repository.to_string(), digest))
             .or_default()
             .clone()
+    }
+
+    /// The repository's state, listing its tags once per run.
+    fn repo_state(&self, repository: &str) -> Result<RepoState, SinkError> {
+        let (state, _) = self.repos.run(&repository.to_string(), || {
+            Ok::<_, SinkError>(
+                match self.client.tags(repository).map_err(|e| self.error(e))? {
+                    Tags::Unknown => RepoState::New,
+                    Tags::Listed(t) => RepoState::Tags(Arc::new(t.into_iter().collect())),
+                    Tags::Unlisted => RepoState::Unlisted,
+                },
+            )
+        })?;
+        Ok(state)
     }
 
     fn mark_present(&self, repository: &str, digest: Digest) {
@@ -125,6 +155,52 @@ impl<'a> RegistrySink<'a> {
     }
 }
 
+impl RegistrySink<'_> {
+    /// Links a blob that repository `home` holds into `target`: by mount, or by upload when the registry will not mount.
+    fn link_from(
+        &self,
+        target: &String,
+        blob: &BlobRef,
+        file: &BlobFile,
+        home: &str,
+        progress: &Progress,
+    ) -> Result<BlobAction, SinkError> {
+        if home == target {
+            self.mark_present(target, blob.digest);
+            return Ok(BlobAction::Present);
+        }
+        if self.dry_run {
+            return Ok(BlobAction::Mounted);
+        }
+        let action = match self
+            .client
+            .mount_blob(target, &blob.digest, home)
+            .map_err(|e| self.error(e))?
+        {
+            Mount::Mounted => BlobAction::Mounted,
+            Mount::Session(url) => {
+                crate::debug!(
+                    "{target}: mount of {} from {home} refused; uploading",
+                    blob.digest
+                );
+                self.client
+                    .upload_blob(
+                        target,
+                        &blob.digest,
+                        &file.path,
+                        blob.size,
+                        Some(url),
+                        &|n| progress.add_bytes(n),
+                    )
+                    .map_err(|e| self.error(e))?;
+                BlobAction::Uploaded
+            }
+        };
+        self.mark_present(target, blob.digest);
+        Ok(action)
+    }
+}
+
 impl Sink for RegistrySink<'_> {
     type Target = String;
 
@@ -150,6 +226,12 @@ impl Sink for RegistrySink<'_> {
         let (Some(digest), Some(manifest)) = (image.digest, image.manifest()) else {
             return Ok(false);
         };
+        // A tag the repository does not list (or a repository that does not exist) needs no HEAD.
+        match (self.repo_state(target)?, &image.tag) {
+            (RepoState::New, _) => return Ok(false),
+            (RepoState::Tags(tags), Some(tag)) if !tags.contains(tag) => return Ok(false),
+            _ => {}
+        }
         let reference = image.tag.clone().unwrap_or_else(|| digest.to_string());
         let head = self
             .client
@@ -187,11 +269,18 @@ impl Sink for RegistrySink<'_> {
         if self.present.lock().unwrap().contains(&key) {
             return Ok(BlobAction::Present);
         }
-        if self
-            .client
-            .head_blob(target, &blob.digest)
-            .map_err(|e| self.error(e))?
-            .is_some()
+        // Another repository got it this run: mount straight away (a mount of a blob the
+        // repository already holds succeeds too), one request instead of HEAD + mount.
+        if let Some(home) = self.homes.get(&blob.digest) {
+            return self.link_from(target, blob, file, &home, progress);
+        }
+        let new_repo = matches!(self.repos.get(target), Some(RepoState::New));
+        if !new_repo
+            && self
+                .client
+                .head_blob(target, &blob.digest)
+                .map_err(|e| self.error(e))?
+                .is_some()
         {
             self.mark_present(target, blob.digest);
             let _ = self.homes.run(&blob.digest, || Ok::<_, ()>(target.clone()));
@@ -211,31 +300,11 @@ impl Sink for RegistrySink<'_> {
             upload(None)?;
             Ok::<_, SinkError>(target.clone())
         })?;
-        self.mark_present(target, blob.digest);
         if uploaded_here {
+            self.mark_present(target, blob.digest);
             return Ok(BlobAction::Uploaded);
         }
-        if home == *target {
-            return Ok(BlobAction::Present);
-        }
-        if self.dry_run {
-            return Ok(BlobAction::Mounted);
-        }
-        match self
-            .client
-            .mount_blob(target, &blob.digest, &home)
-            .map_err(|e| self.error(e))?
-        {
-            Mount::Mounted => Ok(BlobAction::Mounted),
-            Mount::Session(url) => {
-                crate::debug!(
-                    "{target}: mount of {} from {home} refused; uploading",
-                    blob.digest
-                );
-                upload(Some(url))?;
-                Ok(BlobAction::Uploaded)
-            }
-        }
+        self.link_from(target, blob, file, &home, progress)
     }
 
     fn put_manifest(

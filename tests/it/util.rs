@@ -113,3 +113,72 @@ pub fn skopeo_raw(reference: &str) -> Vec<u8> {
     );
     out.stdout
 }
+
+/// A folder to run a command in, so default output files (`push-failed.txt`) land in it.
+pub fn workdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// `ferry push ROOT -d DEST -o DIR/failed.txt` run in `dir`, with extra arguments.
+pub fn push_cmd(root: &Path, dest: &str, dir: &Path, extra: &[&str]) -> assert_cmd::Command {
+    let mut cmd = ferry();
+    cmd.current_dir(dir)
+        .arg("push")
+        .arg(root)
+        .args(["-d", dest, "-o"])
+        .arg(dir.join("failed.txt"))
+        .args(extra);
+    cmd
+}
+
+/// The outcome of a finished command as text.
+pub struct Ran {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    /// stdout and stderr together, for "appears nowhere" checks.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+pub fn run(cmd: &mut assert_cmd::Command) -> Ran {
+    let out = cmd.output().expect("command runs");
+    Ran {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Checks that every tag of `truth` is at the destination under `map(repo)` with its digest
+/// (read back through `pusher`, with every manifest type accepted).
+pub fn assert_tags_at(pusher: &ferry_testkit::Pusher, truth: &Truth, map: impl Fn(&str) -> String) {
+    for (name, tag) in &truth.tags {
+        let dest = map(&tag.repository);
+        let got = pusher
+            .get_manifest(&dest, &tag.tag)
+            .unwrap_or_else(|e| panic!("{name} → {dest}:{}: {e:#}", tag.tag));
+        assert_eq!(got.digest, tag.digest, "{name} → {dest}:{}", tag.tag);
+        assert_eq!(sha256(&got.bytes), tag.digest, "{name}: bytes kept");
+    }
+}
+
+/// sha256 of `skopeo inspect --raw` with extra skopeo flags (credentials, certificates).
+pub fn skopeo_digest(reference: &str, extra: &[&str]) -> String {
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw"])
+        .args(extra)
+        .arg(reference)
+        .output()
+        .expect("skopeo runs");
+    assert!(
+        out.status.success(),
+        "skopeo inspect --raw {reference} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    sha256(&out.stdout)
+}

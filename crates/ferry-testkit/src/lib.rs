@@ -15,20 +15,25 @@
 //! Set `FERRY_TESTKIT_TMPDIR=/dev/shm` to run registries on a tmpfs (Distribution fsyncs
 //! every blob); `FERRY_TESTKIT_REGISTRY_BIN` points at another registry binary.
 
+pub mod auth;
 pub mod bulk;
 pub mod images;
 pub mod media;
+pub mod proxy;
 pub mod push;
 pub mod registry;
 pub mod standard;
+pub mod tls;
 pub mod tree;
 pub mod truth;
 pub mod verify;
 
 use std::time::Duration;
 
+pub use auth::{RegistryAuth, TokenIssuer, User};
 pub use bulk::{BulkSpec, generate_bulk};
 pub use media::{Descriptor, Platform};
+pub use proxy::{HarborDouble, Proxy, RequestRecord, upload_counts};
 pub use push::{FetchedManifest, Pusher};
 pub use registry::{Registry, RegistryConfig, StoppedTree};
 pub use standard::generate_standard;
@@ -45,4 +50,30 @@ pub(crate) fn http_agent(timeout: Duration) -> ureq::Agent {
         .timeout_global(Some(timeout))
         .build()
         .into()
+}
+
+/// Like [`http_agent`], for HTTPS servers whose certificate the CA in `ca_pem` signed.
+pub(crate) fn https_agent(
+    timeout: Duration,
+    ca_pem: &std::path::Path,
+) -> anyhow::Result<ureq::Agent> {
+    use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+    let pem = std::fs::read(ca_pem)?;
+    let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let tls = TlsConfig::builder()
+        .root_certs(RootCerts::new_with_certs(&certs))
+        .build();
+    Ok(ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .tls_config(tls)
+        .build()
+        .into())
 }

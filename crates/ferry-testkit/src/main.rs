@@ -33,6 +33,25 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         truth: Option<PathBuf>,
     },
+    /// Benchmark floor: upload every unique config/layer blob of a tree's truth once (POST + PUT,
+    /// streamed from its file, no HEAD, no hashing, no manifests) into one repository.
+    UploadFloor {
+        /// The storage root (the folder containing docker/registry/v2).
+        #[arg(long, value_name = "DIR")]
+        tree: PathBuf,
+        /// Truth file [default: DIR.truth.json].
+        #[arg(long, value_name = "FILE")]
+        truth: Option<PathBuf>,
+        /// Registry base URL (http://127.0.0.1:PORT).
+        #[arg(long, value_name = "URL")]
+        registry: String,
+        /// Parallel uploads.
+        #[arg(short = 'j', long, default_value_t = 4)]
+        jobs: usize,
+        /// The repository receiving the blobs.
+        #[arg(long, default_value = "floor/blobs")]
+        repository: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,6 +103,13 @@ fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Generate(args) => generate(args),
         Command::Check { tree, truth } => check(&tree, truth),
+        Command::UploadFloor {
+            tree,
+            truth,
+            registry,
+            jobs,
+            repository,
+        } => upload_floor(&tree, truth, &registry, jobs, &repository),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -105,6 +131,78 @@ fn check(dir: &Path, truth: Option<PathBuf>) -> Result<()> {
         truth.tags.len(),
         truth.untagged.len(),
         truth.uploads.len()
+    );
+    Ok(())
+}
+
+fn upload_floor(
+    dir: &Path,
+    truth: Option<PathBuf>,
+    registry: &str,
+    jobs: usize,
+    repository: &str,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let truth = Truth::load(truth.unwrap_or_else(|| truth_path(dir)))?;
+    let blobs: Vec<(String, u64)> = truth.all_blobs().into_iter().collect();
+    let bytes: u64 = blobs.iter().map(|(_, s)| s).sum();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(None)
+        .max_redirects(0)
+        .build()
+        .into();
+    let base = registry.trim_end_matches('/');
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    let results: Vec<Result<()>> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..jobs.max(1))
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((digest, size)) = blobs.get(i) else {
+                            return Ok(());
+                        };
+                        let post = agent
+                            .post(format!("{base}/v2/{repository}/blobs/uploads/"))
+                            .send_empty()
+                            .context("POST upload")?;
+                        let location = post
+                            .headers()
+                            .get("location")
+                            .and_then(|v| v.to_str().ok())
+                            .context("upload without Location")?
+                            .to_string();
+                        let location = if location.starts_with('/') {
+                            format!("{base}{location}")
+                        } else {
+                            location
+                        };
+                        let mut file = fs::File::open(tree::blob_data(dir, digest))?;
+                        let put = agent
+                            .put(&location)
+                            .query("digest", digest)
+                            .header("Content-Type", "application/octet-stream")
+                            .header("Content-Length", size.to_string())
+                            .send(ureq::SendBody::from_reader(&mut file))
+                            .with_context(|| format!("PUT {digest}"))?;
+                        if put.status() != 201 {
+                            bail!("PUT {digest}: {}", put.status());
+                        }
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    for r in results {
+        r?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "ferry-testkit upload-floor: {} blobs, {bytes} bytes in {secs:.2} s ({:.1} MB/s) with {jobs} jobs",
+        blobs.len(),
+        bytes as f64 / secs / 1e6
     );
     Ok(())
 }

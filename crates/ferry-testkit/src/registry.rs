@@ -13,6 +13,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
 
+use crate::auth::{RegistryAuth, TOKEN_ISSUER, TOKEN_SERVICE, TokenIssuer, write_htpasswd};
+use crate::tls::{TlsFiles, signing_certificate, write_server_certificates};
+
 /// The response header naming the registry instance (see [`RegistryConfig::to_yaml`]).
 pub const INSTANCE_HEADER: &str = "X-Ferry-Testkit-Instance";
 
@@ -46,6 +49,12 @@ pub struct RegistryConfig {
     /// overrides the default, the system temp dir. Distribution fsyncs every blob it
     /// writes, so a tmpfs such as `/dev/shm` makes big scenarios about twice as fast.
     pub temp_parent: Option<PathBuf>,
+    /// Client authentication: none, htpasswd (Basic) or token (Bearer, issuer run by the harness).
+    pub auth: RegistryAuth,
+    /// Serve HTTPS with a certificate from a fresh test CA (see [`Registry::ca_cert`]).
+    pub tls: bool,
+    /// `http.relativeurls`: `Location` headers are paths, not absolute URLs.
+    pub relative_urls: bool,
 }
 
 impl Default for RegistryConfig {
@@ -63,6 +72,9 @@ impl Default for RegistryConfig {
             start_attempts: 5,
             stop_timeout: Duration::from_secs(10),
             temp_parent: std::env::var_os("FERRY_TESTKIT_TMPDIR").map(PathBuf::from),
+            auth: RegistryAuth::None,
+            tls: false,
+            relative_urls: false,
         }
     }
 }
@@ -72,6 +84,16 @@ impl RegistryConfig {
     /// `instance` is echoed by the registry in an `X-Ferry-Testkit-Instance` header on
     /// every response, which tells our process apart from another one on the same port.
     pub fn to_yaml(&self, storage_root: &Path, port: u16, instance: &str) -> String {
+        self.to_yaml_with(storage_root, port, instance, &Extras::default())
+    }
+
+    fn to_yaml_with(
+        &self,
+        storage_root: &Path,
+        port: u16,
+        instance: &str,
+        extras: &Extras,
+    ) -> String {
         let mut y = String::new();
         y.push_str("version: 0.1\n");
         y.push_str("log:\n");
@@ -99,6 +121,34 @@ impl RegistryConfig {
             "    {INSTANCE_HEADER}: [{}]\n",
             yaml_quote(instance)
         ));
+        if self.relative_urls {
+            y.push_str("  relativeurls: true\n");
+        }
+        if let Some(tls) = &extras.tls {
+            y.push_str("  tls:\n");
+            y.push_str(&format!(
+                "    certificate: {}\n    key: {}\n",
+                yaml_quote(&tls.certificate.to_string_lossy()),
+                yaml_quote(&tls.key.to_string_lossy())
+            ));
+        }
+        if let Some(path) = &extras.htpasswd {
+            y.push_str("auth:\n  htpasswd:\n    realm: ferry-testkit\n");
+            y.push_str(&format!(
+                "    path: {}\n",
+                yaml_quote(&path.to_string_lossy())
+            ));
+        }
+        if let Some((realm, bundle)) = &extras.token {
+            y.push_str("auth:\n  token:\n");
+            y.push_str(&format!("    realm: {}\n", yaml_quote(realm)));
+            y.push_str(&format!("    service: {}\n", yaml_quote(TOKEN_SERVICE)));
+            y.push_str(&format!("    issuer: {}\n", yaml_quote(TOKEN_ISSUER)));
+            y.push_str(&format!(
+                "    rootcertbundle: {}\n",
+                yaml_quote(&bundle.to_string_lossy())
+            ));
+        }
         if !self.manifest_urls_allow.is_empty() {
             y.push_str("validation:\n  manifests:\n    urls:\n      allow:\n");
             for re in &self.manifest_urls_allow {
@@ -107,6 +157,15 @@ impl RegistryConfig {
         }
         y
     }
+}
+
+/// Files and services made for one registry start (auth, TLS).
+#[derive(Default)]
+struct Extras {
+    tls: Option<TlsFiles>,
+    htpasswd: Option<PathBuf>,
+    /// Token realm URL and root certificate bundle.
+    token: Option<(String, PathBuf)>,
 }
 
 fn yaml_quote(s: &str) -> String {
@@ -121,6 +180,8 @@ pub struct Registry {
     config: RegistryConfig,
     storage_root: PathBuf,
     log_path: PathBuf,
+    tls: Option<TlsFiles>,
+    issuer: Option<TokenIssuer>,
     // Declared last so the process is gone before the folder is removed.
     dir: Option<TempDir>,
 }
@@ -150,6 +211,27 @@ impl Registry {
         fs::create_dir_all(&storage_root)?;
         let log_path = dir.path().join("registry.log");
         let config_path = dir.path().join("config.yml");
+        let mut extras = Extras::default();
+        let mut issuer = None;
+        if config.tls {
+            extras.tls = Some(write_server_certificates(dir.path())?);
+        }
+        match &config.auth {
+            RegistryAuth::None => {}
+            RegistryAuth::Htpasswd { users } => {
+                let path = dir.path().join("htpasswd");
+                write_htpasswd(&path, users)?;
+                extras.htpasswd = Some(path);
+            }
+            RegistryAuth::Token { users, lifetime } => {
+                let cert = signing_certificate()?;
+                let bundle = dir.path().join("token-root.pem");
+                fs::write(&bundle, &cert.pem)?;
+                let started = TokenIssuer::start(users.clone(), *lifetime, &cert)?;
+                extras.token = Some((started.realm(), bundle));
+                issuer = Some(started);
+            }
+        }
 
         let attempts = config.start_attempts.max(1);
         let mut failures = Vec::new();
@@ -159,8 +241,11 @@ impl Registry {
                 "{}-{port}-{attempt}",
                 dir.path().file_name().unwrap_or_default().to_string_lossy()
             );
-            fs::write(&config_path, config.to_yaml(&storage_root, port, &instance))
-                .context("writing registry config")?;
+            fs::write(
+                &config_path,
+                config.to_yaml_with(&storage_root, port, &instance, &extras),
+            )
+            .context("writing registry config")?;
             let log = File::create(&log_path).context("creating registry log")?;
             let mut cmd = Command::new(&config.binary);
             cmd.arg("serve")
@@ -184,11 +269,14 @@ impl Registry {
                 config: config.clone(),
                 storage_root: storage_root.clone(),
                 log_path: log_path.clone(),
+                tls: extras.tls.clone(),
+                issuer: None,
                 dir: None,
             };
             match reg.wait_ready(&instance) {
                 Ok(()) => {
                     reg.dir = Some(dir);
+                    reg.issuer = issuer;
                     return Ok(reg);
                 }
                 Err(e) => {
@@ -210,8 +298,17 @@ impl Registry {
     /// would come from another test's registry that won the race for the port.
     fn wait_ready(&mut self, instance: &str) -> Result<()> {
         let deadline = Instant::now() + self.config.startup_timeout;
-        let agent = crate::http_agent(Duration::from_secs(2));
+        let agent = match &self.tls {
+            Some(tls) => crate::https_agent(Duration::from_secs(2), &tls.ca)?,
+            None => crate::http_agent(Duration::from_secs(2)),
+        };
         let url = format!("{}/v2/", self.url());
+        // With auth on, an unauthenticated ping is answered 401.
+        let ready_status = if self.config.auth == RegistryAuth::None {
+            200
+        } else {
+            401
+        };
         loop {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
@@ -223,7 +320,7 @@ impl Registry {
                     .headers()
                     .get(INSTANCE_HEADER)
                     .is_some_and(|v| v.as_bytes() == instance.as_bytes());
-                if resp.status() == 200 && ours {
+                if resp.status() == ready_status && ours {
                     return Ok(());
                 }
             }
@@ -242,9 +339,20 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when the registry serves TLS.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA certificate (PEM) that signed the registry's certificate, when it serves TLS.
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.tls.as_ref().map(|t| t.ca.as_path())
+    }
+
+    /// The token issuer, when the registry uses token auth.
+    pub fn token_issuer(&self) -> Option<&TokenIssuer> {
+        self.issuer.as_ref()
     }
 
     /// The port the registry listens on.

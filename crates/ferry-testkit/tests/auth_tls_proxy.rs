@@ -1,0 +1,254 @@
+//! Checks the harness's auth (htpasswd, token issuer), TLS, counting proxy and Harbor API double against real docker-registry.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use ferry_testkit::{
+    HarborDouble, Proxy, Pusher, Registry, RegistryAuth, RegistryConfig, User, check_registry,
+    generate_standard, standard::generate_standard_at, upload_counts,
+};
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .proxy(None)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+fn www_authenticate(r: &ureq::http::Response<ureq::Body>) -> String {
+    r.headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn htpasswd_registry_takes_only_the_right_password() {
+    let reg = Registry::start_with(RegistryConfig {
+        auth: RegistryAuth::htpasswd("alice", "s3cret-pw"),
+        ..Default::default()
+    })
+    .unwrap();
+    let url = format!("{}/v2/", reg.url());
+    let a = agent();
+    let r = a.get(&url).call().unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(www_authenticate(&r).starts_with("Basic "), "{r:?}");
+    let r = a
+        .get(&url)
+        .header("Authorization", basic("alice", "wrong"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = a
+        .get(&url)
+        .header("Authorization", basic("alice", "s3cret-pw"))
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn token_registry_trusts_the_issuer_and_enforces_scopes() {
+    let reg = Registry::start_with(RegistryConfig {
+        auth: RegistryAuth::Token {
+            users: vec![
+                User::new("bob", "pw-bob"),
+                User::new("ro", "pw-ro").read_only(),
+            ],
+            lifetime: Duration::from_secs(300),
+        },
+        ..Default::default()
+    })
+    .unwrap();
+    let a = agent();
+    let r = a
+        .post(format!("{}/v2/team/app/blobs/uploads/", reg.url()))
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let challenge = www_authenticate(&r);
+    let issuer = reg.token_issuer().unwrap();
+    assert!(challenge.contains(&issuer.realm()), "{challenge}");
+    assert!(
+        challenge.contains("scope=\"repository:team/app:pull,push\""),
+        "{challenge}"
+    );
+
+    let token = |user: &str, pw: &str, scope: &str| -> (u16, String) {
+        let r = a
+            .get(issuer.realm())
+            .query("service", ferry_testkit::auth::TOKEN_SERVICE)
+            .query("scope", scope)
+            .header("Authorization", basic(user, pw))
+            .call()
+            .unwrap();
+        let status = r.status().as_u16();
+        let body: serde_json::Value =
+            serde_json::from_slice(&r.into_body().read_to_vec().unwrap()).unwrap();
+        (
+            status,
+            body["token"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let (status, _) = token("bob", "nope", "repository:team/app:pull,push");
+    assert_eq!(status, 401);
+
+    let (status, t) = token("bob", "pw-bob", "repository:team/app:pull,push");
+    assert_eq!(status, 200);
+    let r = a
+        .post(format!("{}/v2/team/app/blobs/uploads/", reg.url()))
+        .header("Authorization", format!("Bearer {t}"))
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status(), 202, "the registry accepts the issuer's token");
+    let r = a
+        .post(format!("{}/v2/other/app/blobs/uploads/", reg.url()))
+        .header("Authorization", format!("Bearer {t}"))
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status(), 401, "a token for one repository opens no other");
+
+    let (status, t) = token("ro", "pw-ro", "repository:team/app:pull,push");
+    assert_eq!(status, 200);
+    let r = a
+        .post(format!("{}/v2/team/app/blobs/uploads/", reg.url()))
+        .header("Authorization", format!("Bearer {t}"))
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status(), 401, "a read-only user gets pull only");
+    let log = issuer.requests();
+    assert_eq!(log.len(), 3);
+    assert_eq!(log[1].user.as_deref(), Some("bob"));
+    assert_eq!(log[1].scopes, vec!["repository:team/app:pull,push"]);
+}
+
+#[test]
+fn tls_registry_is_trusted_only_with_its_ca() {
+    let reg = Registry::start_with(RegistryConfig {
+        tls: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(reg.url().starts_with("https://127.0.0.1:"));
+    let ca = reg.ca_cert().unwrap();
+    assert!(
+        std::fs::read_to_string(ca)
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    let err = agent().get(format!("{}/v2/", reg.url())).call();
+    assert!(err.is_err(), "an unknown CA is refused");
+    // skopeo trusts the CA through --cert-dir (a folder of *.crt files).
+    let certs = tempfile::tempdir().unwrap();
+    std::fs::copy(ca, certs.path().join("ca.crt")).unwrap();
+    let out = std::process::Command::new("skopeo")
+        .args(["list-tags", "--cert-dir"])
+        .arg(certs.path())
+        .arg(format!("docker://{}/nothing/here", reg.host()))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("certificate"),
+        "skopeo talks TLS to it: {stderr}"
+    );
+}
+
+#[test]
+fn proxy_forwards_and_counts() {
+    let reg = Registry::start().unwrap();
+    let proxy = Proxy::start(&reg.url()).unwrap();
+    let p = Pusher::from_url(&proxy.url());
+    let truth = generate_standard_at(&p, 3).unwrap();
+    check_registry(&Pusher::new(&reg), &truth).unwrap();
+    let log = proxy.requests();
+    let counts = upload_counts(&log);
+    assert!(counts.sessions > 0);
+    assert!(counts.mounts >= 1, "the scenario mounts one blob");
+    // The generator uploads shared layers once per repository (no mounts but one).
+    assert!(counts.completed.len() >= truth.all_blobs().len());
+    let put = log.iter().find(|r| r.completed_upload().is_some()).unwrap();
+    assert!(put.content_length.is_some() && !put.chunked);
+
+    proxy.fail_next(2, 503, |m, path| m == "GET" && path == "/v2/");
+    let a = agent();
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| {
+            a.get(format!("{}/v2/", proxy.url()))
+                .call()
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+        .collect();
+    assert_eq!(statuses, vec![503, 503, 200]);
+}
+
+#[test]
+fn harbor_double_serves_the_project_api() {
+    let reg = Registry::start().unwrap();
+    let mut double = HarborDouble::with_admin("admin", "Harbor12345");
+    double.users.push(User::new("dev", "devpw"));
+    let proxy = Proxy::harbor(&reg.url(), double).unwrap();
+    let a = agent();
+    let api = |p: &str| format!("{}/api/v2.0{p}", proxy.url());
+    let r = a.get(api("/ping")).call().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.into_body().read_to_string().unwrap(), "Pong");
+    let head = |name: &str| {
+        a.head(api(&format!("/projects?project_name={name}")))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(head("library"), 200);
+    assert_eq!(head("team"), 404);
+    let create = |auth: Option<String>, name: &str| {
+        let mut req = a.post(api("/projects"));
+        if let Some(v) = auth {
+            req = req.header("Authorization", v);
+        }
+        req.content_type("application/json")
+            .send(
+                serde_json::json!({"project_name": name, "metadata": {"public": "false"}})
+                    .to_string(),
+            )
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(create(None, "team"), 401);
+    assert_eq!(create(Some(basic("admin", "bad")), "team"), 401);
+    assert_eq!(create(Some(basic("dev", "devpw")), "team"), 403);
+    // Harbor refuses pushes into a missing project.
+    let p = Pusher::from_url(&proxy.url());
+    assert!(p.push_blob("team/app", b"x").is_err());
+    assert_eq!(create(Some(basic("admin", "Harbor12345")), "team"), 201);
+    assert_eq!(create(Some(basic("admin", "Harbor12345")), "team"), 409);
+    assert_eq!(create(Some(basic("admin", "Harbor12345")), "a__b"), 400);
+    assert_eq!(head("team"), 200);
+    p.push_blob("team/app", b"x").unwrap();
+    let created = proxy.created_projects();
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0].name, "team");
+    assert_eq!(created[0].public.as_deref(), Some("false"));
+    assert_eq!(created[0].by, "admin");
+}
+
+#[test]
+fn plain_generation_still_works() {
+    let reg = Registry::start().unwrap();
+    generate_standard(&reg, 1).unwrap();
+}
