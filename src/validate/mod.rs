@@ -3,6 +3,7 @@
 pub mod platforms;
 pub mod verdict;
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -111,16 +112,13 @@ impl<'a> Checker<'a> {
         };
         let separator = if image.tag.is_some() { ':' } else { '@' };
         verdict.target = Some(format!("{repository}{separator}{reference}"));
-        let mut reasons = Vec::new();
-        self.check_tag(
-            &repository,
-            &reference,
-            top,
+        let mut walk = Walk {
+            repository: &repository,
             image,
-            &mut verdict,
-            &mut reasons,
-        )?;
-        verdict.reasons = reasons;
+            verdict: &mut verdict,
+            seen: HashSet::new(),
+        };
+        self.check_tag(&reference, top, &mut walk)?;
         verdict.status = if verdict.reasons.is_empty() {
             Status::Pass
         } else {
@@ -131,25 +129,17 @@ impl<'a> Checker<'a> {
 
     fn check_tag(
         &self,
-        repository: &str,
         reference: &str,
         top: &RawManifest,
-        image: &Image,
-        verdict: &mut Verdict,
-        reasons: &mut Vec<Reason>,
+        walk: &mut Walk<'_>,
     ) -> Result<(), Fatal> {
+        let repository = walk.repository;
         let found = match self.tag_digest(repository, reference) {
             Ok(Some(d)) => d,
-            Ok(None) => {
-                reasons.push(Reason::MissingTag);
-                return Ok(());
-            }
-            Err(e) => {
-                reasons.push(self.reason(e)?);
-                return Ok(());
-            }
+            Ok(None) => return walk.fail(Reason::MissingTag),
+            Err(e) => return walk.fail(self.reason(e)?),
         };
-        verdict.found = Some(found);
+        walk.verdict.found = Some(found);
         if found != top.digest() {
             let differs = Reason::DigestDiffers {
                 dest: found,
@@ -157,121 +147,104 @@ impl<'a> Checker<'a> {
                 platform: None,
             };
             if !top.kind().is_index() {
-                reasons.push(differs);
-                return Ok(());
+                return walk.fail(differs);
             }
+            self.requests.fetch_add(1, Ordering::Relaxed);
             let dest = match self.client.get_manifest(repository, &found.to_string()) {
                 Ok(Some(m)) => m,
                 // Gone between the HEAD and the GET: say what the HEAD saw.
-                Ok(None) => {
-                    reasons.push(differs);
-                    return Ok(());
-                }
-                Err(e) => {
-                    reasons.push(self.reason(e)?);
-                    return Ok(());
-                }
+                Ok(None) => return walk.fail(differs),
+                Err(e) => return walk.fail(self.reason(e)?),
             };
-            self.requests.fetch_add(1, Ordering::Relaxed);
             let dest = match RawManifest::parse(dest.bytes) {
                 Ok(m) if m.kind().is_index() => m,
-                _ => {
-                    reasons.push(differs);
-                    return Ok(());
-                }
+                _ => return walk.fail(differs),
             };
             let comparison = compare(top, &dest, &self.options.platforms);
-            let matches = comparison.matches();
             let mismatches = comparison.mismatches.clone();
-            verdict.specs = Some(comparison);
+            walk.verdict.specs = Some(comparison);
             if self.options.platforms.is_all() {
                 // Without -a/--os the digest is the contract: pulls by the source digest must work.
-                if matches {
-                    verdict.notes.push(
+                if mismatches.is_empty() {
+                    walk.verdict.notes.push(
                         "every source entry is in the destination index with its platform; only the index differs (-a/--os compare entries only)".to_string(),
                     );
                 }
-                reasons.push(differs);
-                return Ok(());
+                return walk.fail(differs);
             }
-            if !matches {
-                reasons.extend(mismatches.into_iter().map(|m| match m {
-                    EntryMismatch::Missing(s) => Reason::MissingChild {
-                        digest: s.digest,
-                        platform: s.platform,
-                        dest_index: Some(found),
-                    },
-                    EntryMismatch::OtherDigest { source, dest } => Reason::DigestDiffers {
-                        dest,
-                        source: source.digest,
-                        platform: source.platform,
-                    },
-                    EntryMismatch::OtherPlatform { source, dest } => Reason::PlatformDiffers {
-                        digest: source.digest,
-                        dest,
-                        source: source.platform,
-                    },
-                }));
+            if !mismatches.is_empty() {
+                for m in mismatches {
+                    walk.fail(match m {
+                        EntryMismatch::Missing(s) => Reason::MissingChild {
+                            digest: s.digest,
+                            platform: s.platform,
+                            dest_index: Some(found),
+                        },
+                        EntryMismatch::OtherDigest { source, dest } => Reason::DigestDiffers {
+                            dest,
+                            source: source.digest,
+                            platform: source.platform,
+                        },
+                        EntryMismatch::OtherPlatform { source, dest } => Reason::PlatformDiffers {
+                            digest: source.digest,
+                            dest,
+                            source: source.platform,
+                        },
+                    })?;
+                }
                 return Ok(());
             }
         }
-        self.check_below(repository, top, image, "", 0, verdict, reasons)
+        self.check_below(top, "", 0, walk)
     }
 
     /// Children (by digest) and blobs of one manifest; `label` names the platform for messages.
-    #[allow(clippy::too_many_arguments)]
     fn check_below(
         &self,
-        repository: &str,
         manifest: &RawManifest,
-        image: &Image,
         label: &str,
         depth: usize,
-        verdict: &mut Verdict,
-        reasons: &mut Vec<Reason>,
+        walk: &mut Walk<'_>,
     ) -> Result<(), Fatal> {
+        let repository = walk.repository;
         let entries = if depth == 0 {
             self.options.platforms.entries(manifest)
         } else {
             manifest.manifests().iter().collect()
         };
         if entries.is_empty() && !manifest.manifests().is_empty() {
-            verdict.notes.push(format!(
+            walk.verdict.notes.push(format!(
                 "no index entry for {}: only the index itself was checked",
                 self.options.platforms
             ));
         }
         for entry in entries {
+            if !walk.seen.insert(entry.digest) {
+                continue;
+            }
             let platform = entry.platform.clone();
             match self.manifest_present(repository, entry.digest) {
-                Ok(true) => verdict.manifests_checked += 1,
+                Ok(true) => walk.verdict.manifests_checked += 1,
                 Ok(false) => {
-                    reasons.push(Reason::MissingChild {
+                    walk.fail(Reason::MissingChild {
                         digest: entry.digest,
                         platform,
                         dest_index: None,
-                    });
+                    })?;
                     continue;
                 }
                 Err(e) => {
-                    reasons.push(self.reason(e)?);
+                    walk.fail(self.reason(e)?)?;
                     continue;
                 }
             }
+            let image = walk.image;
             let child = image.manifests.iter().find(|m| m.digest() == entry.digest);
             if let Some(child) = child
                 && depth < MAX_DEPTH
             {
                 let label = child_label(label, platform.as_ref(), entry.digest);
-                self.check_below(
-                    repository,
-                    child,
-                    image,
-                    &label,
-                    depth + 1,
-                    verdict,
-                    reasons,
-                )?;
+                self.check_below(child, &label, depth + 1, walk)?;
             }
         }
         if self.options.shallow {
@@ -284,7 +257,7 @@ impl<'a> Checker<'a> {
             .enumerate()
             .map(|(i, l)| (l, format!("layer {}", i + 1)));
         for (descriptor, role) in config.into_iter().chain(layers) {
-            if descriptor.is_foreign() {
+            if descriptor.is_foreign() || !walk.seen.insert(descriptor.digest) {
                 continue;
             }
             let role = if label.is_empty() {
@@ -293,12 +266,12 @@ impl<'a> Checker<'a> {
                 format!("{label} {role}")
             };
             match self.blob_present(repository, descriptor.digest) {
-                Ok(true) => verdict.blobs_checked += 1,
-                Ok(false) => reasons.push(Reason::MissingBlob {
+                Ok(true) => walk.verdict.blobs_checked += 1,
+                Ok(false) => walk.fail(Reason::MissingBlob {
                     digest: descriptor.digest,
                     role,
-                }),
-                Err(e) => reasons.push(self.reason(e)?),
+                })?,
+                Err(e) => walk.fail(self.reason(e)?)?,
             }
         }
         Ok(())
@@ -381,6 +354,22 @@ impl<'a> Checker<'a> {
     /// Requests sent so far.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::Relaxed)
+    }
+}
+
+/// One image being checked: where, what was already asked for it, and its verdict so far.
+struct Walk<'v> {
+    repository: &'v str,
+    image: &'v Image,
+    verdict: &'v mut Verdict,
+    /// Children and blobs already checked for this image (each is counted and reported once).
+    seen: HashSet<Digest>,
+}
+
+impl Walk<'_> {
+    fn fail(&mut self, reason: Reason) -> Result<(), Fatal> {
+        self.verdict.reasons.push(reason);
+        Ok(())
     }
 }
 
