@@ -414,8 +414,19 @@ impl Client {
                     .map(|l| Tags::Listed(l.tags.unwrap_or_default()))
                     .unwrap_or(Tags::Unlisted))
             }
-            404 => Ok(Tags::Unknown),
-            _ => Ok(Tags::Unlisted),
+            status => {
+                // Read the error body so the connection goes back to the pool.
+                let _ = response
+                    .into_body()
+                    .with_config()
+                    .limit(MAX_ERROR_BODY)
+                    .read_to_vec();
+                Ok(if status == 404 {
+                    Tags::Unknown
+                } else {
+                    Tags::Unlisted
+                })
+            }
         }
     }
 

@@ -849,4 +849,13 @@ fn relative_locations_and_proxy_variables_do_not_get_in_the_way() {
         !ran.stderr.contains('\u{1b}'),
         "no terminal escapes when stderr is not a terminal"
     );
+    assert!(ran.stderr.contains("images: "), "a summary: {}", ran.stderr);
+    // --quiet: nothing but errors, and a second run has none.
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        &reg.url(),
+        dir.path(),
+        &["--quiet"],
+    ));
+    assert_eq!((ran.code, ran.stderr.as_str()), (0, ""));
 }

@@ -10,6 +10,14 @@
 //! # anyhow::Ok(())
 //! ```
 //!
+//! Destinations with more than plain HTTP are `RegistryConfig` options: `auth:
+//! RegistryAuth::htpasswd(..)` (bcrypt htpasswd, Basic), `RegistryAuth::token(..)` (a JWT
+//! token issuer run by the harness, see [`auth`]), `tls: true` (a certificate from a fresh test
+//! CA; [`Registry::ca_cert`] is what a client passes as `--ca-cert`), `relative_urls: true`.
+//! A [`Proxy`] in front of a registry counts every request (upload sessions, mounts, how bodies
+//! were framed), can answer the next N matching requests with an error, and with a
+//! [`HarborDouble`] plays Harbor's project API (a double, not Harbor).
+//!
 //! A committed tree of the standard scenario is in `testdata/registry` with its truth in
 //! `testdata/registry.truth.json` (regenerate with `scripts/gen-testdata.sh`).
 //! Set `FERRY_TESTKIT_TMPDIR=/dev/shm` to run registries on a tmpfs (Distribution fsyncs
