@@ -37,6 +37,8 @@ pub enum Command {
     List(ListArgs),
     /// Push images to Harbor or any OCI registry, digests unchanged, each blob sent once.
     Push(PushArgs),
+    /// Prove the destination holds every selected tag: digests, index children, every blob.
+    Validate(ValidateArgs),
 }
 
 /// Which images to work on; every given filter must agree.
@@ -149,4 +151,51 @@ pub struct PushArgs {
     /// Also push manifests no tag points at (by digest).
     #[arg(long)]
     pub untagged: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Storage tree: the root, its docker/ folder, or its docker/registry/v2/ folder.
+    pub source: PathBuf,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub mapping: MappingArgs,
+    #[command(flatten)]
+    pub filters: FilterArgs,
+    /// Parallel checks (1–32).
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub jobs: u16,
+    /// Failed list: source repo:tag per line, for `ferry push --images`.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        default_value = "validate-failed.txt"
+    )]
+    pub failed_list: PathBuf,
+    /// Only index entries of these architectures, comma-separated (`arm/v7` names a variant); default all.
+    #[arg(
+        short = 'a',
+        long = "arch",
+        value_name = "ARCHES",
+        value_delimiter = ','
+    )]
+    pub arch: Vec<String>,
+    /// Only index entries of these operating systems, comma-separated; default all.
+    #[arg(long = "os", value_name = "OSES", value_delimiter = ',')]
+    pub os: Vec<String>,
+    /// Check tags and index children only, not every blob.
+    #[arg(long)]
+    pub shallow: bool,
+    #[arg(long, value_enum, default_value_t = ValidateFormat::Table)]
+    pub format: ValidateFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValidateFormat {
+    /// The tags that did not pass, one line per reason, on stdout.
+    Table,
+    /// Every tag's verdict as a JSON array on stdout.
+    Json,
 }

@@ -2,6 +2,7 @@
 
 pub mod list;
 pub mod push;
+pub mod validate;
 
 use std::path::Path;
 
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
         Command::List(args) => list::run(&args, &cli.global),
         Command::Push(args) => push::run(&args, &cli.global),
+        Command::Validate(args) => validate::run(&args, &cli.global),
     }
 }
 

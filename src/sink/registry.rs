@@ -112,6 +112,47 @@ impl<'a> RegistrySink<'a> {
             .unwrap()
             .insert((repository.to_string(), digest));
     }
+
+    /// Whether an image whose top manifest is at `target` also has its children and blobs there:
+    /// a registry can keep a manifest whose children or blobs are gone (Harbor after GC), and only
+    /// what is whole may be skipped, so a retry from `ferry validate`'s failed list repairs it.
+    fn children_and_blobs_present(
+        &self,
+        target: &String,
+        image: &Image,
+    ) -> Result<bool, SinkError> {
+        let children = &image.manifests[..image.manifests.len().saturating_sub(1)];
+        for child in children {
+            let head = self
+                .client
+                .head_manifest(target, &child.digest().to_string())
+                .map_err(|e| self.error(e))?;
+            if head.is_none() {
+                crate::debug!(
+                    "{target}: child {} is missing; pushing again",
+                    child.digest()
+                );
+                return Ok(false);
+            }
+        }
+        for b in &image.blobs {
+            let key = (target.clone(), b.digest);
+            if self.present.lock().unwrap().contains(&key) {
+                continue;
+            }
+            let head = self
+                .client
+                .head_blob(target, &b.digest)
+                .map_err(|e| self.error(e))?;
+            if head.is_none() {
+                crate::debug!("{target}: blob {} is missing; pushing again", b.digest);
+                return Ok(false);
+            }
+            self.mark_present(target, b.digest);
+            let _ = self.homes.run(&b.digest, || Ok::<_, ()>(target.clone()));
+        }
+        Ok(true)
+    }
 }
 
 impl RegistrySink<'_> {
@@ -212,11 +253,7 @@ impl Sink for RegistrySink<'_> {
             },
         };
         if found == manifest.digest() {
-            for b in &image.blobs {
-                self.mark_present(target, b.digest);
-                let _ = self.homes.run(&b.digest, || Ok::<_, ()>(target.clone()));
-            }
-            return Ok(true);
+            return self.children_and_blobs_present(target, image);
         }
         Ok(false)
     }

@@ -4,3 +4,4 @@ mod util;
 
 mod list;
 mod push;
+mod validate;

@@ -182,3 +182,24 @@ pub fn skopeo_digest(reference: &str, extra: &[&str]) -> String {
     );
     sha256(&out.stdout)
 }
+
+/// `ferry validate ROOT -d DEST -o DIR/validate-failed.txt` run in `dir`, with extra arguments.
+pub fn validate_cmd(root: &Path, dest: &str, dir: &Path, extra: &[&str]) -> assert_cmd::Command {
+    let mut cmd = ferry();
+    cmd.current_dir(dir)
+        .arg("validate")
+        .arg(root)
+        .args(["-d", dest, "-o"])
+        .arg(dir.join("validate-failed.txt"))
+        .args(extra);
+    cmd
+}
+
+/// The lines of a failed list, sorted.
+pub fn failed_lines(path: &Path) -> Vec<String> {
+    let text =
+        fs::read_to_string(path).unwrap_or_else(|e| panic!("failed list {}: {e}", path.display()));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}

@@ -31,6 +31,10 @@ pub struct RegistryConfig {
     pub binary: PathBuf,
     /// `storage.delete.enabled`.
     pub delete_enabled: bool,
+    /// `storage.cache.blobdescriptor: inmemory`. Without the cache, removing a
+    /// `_layers/.../link` from the storage makes the blob unknown at once (the cache
+    /// keeps answering 200 until a restart).
+    pub blob_descriptor_cache: bool,
     /// `validation.manifests.urls.allow` regexps; foreign layers need at least one.
     pub manifest_urls_allow: Vec<String>,
     /// `log.level`.
@@ -61,6 +65,7 @@ impl Default for RegistryConfig {
         RegistryConfig {
             binary,
             delete_enabled: true,
+            blob_descriptor_cache: true,
             manifest_urls_allow: vec!["^https?://".to_string()],
             log_level: "info".to_string(),
             startup_timeout: Duration::from_secs(10),
@@ -96,7 +101,9 @@ impl RegistryConfig {
         y.push_str("  formatter: text\n");
         y.push_str("  accesslog:\n    disabled: true\n");
         y.push_str("storage:\n");
-        y.push_str("  cache:\n    blobdescriptor: inmemory\n");
+        if self.blob_descriptor_cache {
+            y.push_str("  cache:\n    blobdescriptor: inmemory\n");
+        }
         y.push_str("  filesystem:\n");
         y.push_str(&format!(
             "    rootdirectory: {}\n",

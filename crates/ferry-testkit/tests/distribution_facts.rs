@@ -264,3 +264,24 @@ fn deleting_a_manifest_removes_its_tags_and_revision_link() {
         "blob data stays until garbage collection"
     );
 }
+
+#[test]
+fn a_removed_layer_link_hides_the_blob_only_without_the_descriptor_cache() {
+    for cache in [true, false] {
+        let reg = Registry::start_with(RegistryConfig {
+            blob_descriptor_cache: cache,
+            ..Default::default()
+        })
+        .unwrap();
+        let p = Pusher::new(&reg);
+        let blob = p.push_blob("a/b", b"layer bytes").unwrap();
+        assert!(p.blob_exists("a/b", &blob.digest).unwrap());
+        fs::remove_file(tree::layer_link(reg.storage_root(), "a/b", &blob.digest)).unwrap();
+        // The in-memory cache keeps answering for the repository until a restart.
+        assert_eq!(
+            p.blob_exists("a/b", &blob.digest).unwrap(),
+            cache,
+            "cache {cache}"
+        );
+    }
+}

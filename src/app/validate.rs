@@ -1,0 +1,225 @@
+//! `ferry validate`: did every selected tag arrive at the destination, intact? Failed tags go to a list `push --images` takes.
+
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use super::Outcome;
+use crate::cli::{GlobalArgs, ValidateArgs, ValidateFormat};
+use crate::destination::Mapping;
+use crate::inventory::{Inventory, InventoryOptions};
+use crate::progress::Progress;
+use crate::report::{write_json_file, write_lines_file};
+use crate::validate::{self, Checker, Counts, Options, PlatformSelection, Status, Verdict};
+use crate::{error, note, warn};
+
+#[derive(Serialize)]
+struct ValidateReport<'a> {
+    command: &'static str,
+    source: String,
+    destination: &'a str,
+    platforms: String,
+    shallow: bool,
+    elapsed_seconds: f64,
+    requests: usize,
+    counts: &'a Counts,
+    fatal: &'a Option<String>,
+    images: &'a [Verdict],
+}
+
+pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+    let filters = super::filters(&args.filters)?;
+    let platforms = PlatformSelection::new(&args.arch, &args.os)?;
+    let tree = super::open_source(&args.source)?;
+    let jobs = usize::from(args.jobs);
+    let client = super::connect(&args.registry, jobs)?;
+    let mapping = Mapping {
+        default_project: args.mapping.default_project.clone(),
+        project: args.mapping.project.clone(),
+    };
+    let inventory = Inventory::build(
+        &tree,
+        &filters,
+        InventoryOptions {
+            untagged: false,
+            config_platforms: false,
+        },
+    )?;
+    for problem in &inventory.problems {
+        warn!("{problem}");
+    }
+    note!(
+        "ferry validate: {} tags from {} against {} ({}{})",
+        inventory.images.len(),
+        tree.v2().display(),
+        client.base(),
+        platforms,
+        if args.shallow { ", shallow" } else { "" }
+    );
+    let totals = inventory.totals();
+    let progress = Progress::new(
+        "validate",
+        inventory.images.len() as u64,
+        totals.logical_bytes,
+    );
+    let options = Options {
+        shallow: args.shallow,
+        platforms: platforms.clone(),
+    };
+    let checker = Checker::new(&client, mapping, options);
+    let result = validate::run(&checker, &inventory.images, jobs, &progress);
+    progress.finish();
+    let elapsed = progress.elapsed();
+    let counts = result.counts();
+
+    match args.format {
+        ValidateFormat::Json => {
+            let stdout = io::stdout();
+            let mut out = io::BufWriter::new(stdout.lock());
+            serde_json::to_writer_pretty(&mut out, &result.verdicts)?;
+            writeln!(out)?;
+            out.flush()?;
+        }
+        ValidateFormat::Table => write_table(&result.verdicts)?,
+    }
+    for v in &result.verdicts {
+        if v.status == Status::SourceProblem {
+            warn!("{}: {}", v.source, v.summary());
+        }
+        for n in &v.notes {
+            note!("{}: {n}", v.source);
+        }
+        if v.status == Status::Fail
+            && let Some(specs) = &v.specs
+        {
+            // Hangar's FAQ shows these two blocks; users of mirror-validate know how to read them.
+            error!(
+                "{} srcSpec: {}",
+                v.source,
+                serde_json::to_string_pretty(&specs.source)?
+            );
+            error!(
+                "{} dstSpec: {}",
+                v.source,
+                serde_json::to_string_pretty(&specs.dest)?
+            );
+        }
+    }
+    let failed = result.failed_list();
+    write_lines_file(&args.failed_list, &failed)?;
+    if let Some(path) = &global.report {
+        write_json_file(
+            path,
+            &ValidateReport {
+                command: "validate",
+                source: tree.v2().display().to_string(),
+                destination: client.base(),
+                platforms: platforms.to_string(),
+                shallow: args.shallow,
+                elapsed_seconds: elapsed.as_secs_f64(),
+                requests: result.requests,
+                counts: &counts,
+                fatal: &result.fatal,
+                images: &result.verdicts,
+            },
+        )?;
+    }
+    note!("{}", summary(&counts, result.requests, elapsed));
+    if !failed.is_empty() {
+        note!(
+            "{} tags listed in {} (push them again with: ferry push ... --images {})",
+            failed.len(),
+            args.failed_list.display(),
+            args.failed_list.display()
+        );
+    }
+    if counts.source_problems > 0 {
+        note!(
+            "{} tags have source problems (not in the failed list: pushing cannot fix them; `ferry list` shows them)",
+            counts.source_problems
+        );
+    }
+    if let Some(fatal) = result.fatal {
+        anyhow::bail!("validate stopped: {fatal}");
+    }
+    Ok(if counts.passed == counts.tags {
+        Outcome::Done
+    } else {
+        Outcome::SomeFailed
+    })
+}
+
+/// The tags that did not pass: one line per reason, aligned.
+fn write_table(verdicts: &[Verdict]) -> io::Result<()> {
+    let mut rows: Vec<[String; 4]> = Vec::new();
+    for v in verdicts.iter().filter(|v| v.status != Status::Pass) {
+        let target = v.target.clone().unwrap_or_else(|| "-".into());
+        let status = match v.status {
+            Status::Fail => "FAIL",
+            Status::SourceProblem => "SOURCE",
+            Status::NotChecked => "NOT-CHECKED",
+            Status::Pass => "ok",
+        };
+        let reasons: Vec<String> = match v.status {
+            Status::Fail => v.reasons.iter().map(|r| r.to_string()).collect(),
+            _ => vec![v.summary()],
+        };
+        for reason in reasons {
+            rows.push([v.source.clone(), target.clone(), status.to_string(), reason]);
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let header = ["SOURCE", "DESTINATION", "RESULT", "REASON"];
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut line = |cells: [&str; 4]| -> io::Result<()> {
+        writeln!(
+            out,
+            "{:<w0$}  {:<w1$}  {:<w2$}  {}",
+            cells[0],
+            cells[1],
+            cells[2],
+            cells[3],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        )
+    };
+    line(header)?;
+    for row in &rows {
+        line(row.each_ref().map(String::as_str))?;
+    }
+    out.flush()
+}
+
+fn summary(c: &Counts, requests: usize, elapsed: std::time::Duration) -> String {
+    let mut s = format!(
+        "tags: {} checked, {} passed, {} failed",
+        c.tags, c.passed, c.failed
+    );
+    if c.source_problems > 0 {
+        s += &format!(", {} source problems", c.source_problems);
+    }
+    if c.not_checked > 0 {
+        s += &format!(", {} not checked", c.not_checked);
+    }
+    if !c.reasons.is_empty() {
+        let kinds: Vec<String> = c.reasons.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        s += &format!(" ({})", kinds.join(", "));
+    }
+    s += &format!(
+        "; {} child manifests and {} blobs confirmed; {requests} requests in {:.1} s",
+        c.manifests_checked,
+        c.blobs_checked,
+        elapsed.as_secs_f64()
+    );
+    s
+}
