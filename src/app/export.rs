@@ -70,10 +70,7 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         );
     }
 
-    let ladder = Ladder {
-        mode: args.link,
-        verify: args.verify,
-    };
+    let ladder = Ladder::new(args.link, args.verify);
     let images = &inventory.images;
     let progress = Progress::new(
         "export",

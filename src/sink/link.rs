@@ -7,6 +7,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, Hasher};
+use crate::engine::once::OnceMap;
 use crate::sink::{BlobAction, SinkError};
 
 /// Every temporary file ferry creates in a layout starts with this (stale ones are removed on the next run).
@@ -107,14 +108,30 @@ impl From<LinkError> for SinkError {
 }
 
 /// The link ladder with its `--link` mode and `--verify` choice.
-#[derive(Debug, Clone, Copy)]
 pub struct Ladder {
-    pub mode: LinkMode,
+    mode: LinkMode,
     /// Hash sources before linking them (a hard link or reflink passes corruption on).
-    pub verify: bool,
+    verify: bool,
+    /// Source files hashed this run: a base layer shared by a thousand images is read once.
+    verified: OnceMap<PathBuf, ()>,
 }
 
 impl Ladder {
+    pub fn new(mode: LinkMode, verify: bool) -> Ladder {
+        Ladder {
+            mode,
+            verify,
+            verified: OnceMap::new(),
+        }
+    }
+
+    /// Hashes a source file once per run.
+    fn verify_source(&self, want: Wanted) -> Result<(), LinkError> {
+        self.verified
+            .run(&want.file.to_path_buf(), || check_file(want.file, want))
+            .map(|_| ())
+    }
+
     /// Whether `dest` already holds the blob as this mode would leave it: the source's own inode
     /// (auto, hard), or another file of the right size and hash (auto, reflink, copy).
     pub fn is_placed(&self, want: Wanted, dest: &Path) -> Result<bool, LinkError> {
@@ -139,7 +156,7 @@ impl Ladder {
         match (self.mode, same_inode) {
             (LinkMode::Auto | LinkMode::Hard, true) => {
                 if self.verify {
-                    check_file(want.file, want)?;
+                    self.verify_source(want)?;
                 }
                 Ok(true)
             }
@@ -165,7 +182,7 @@ impl Ladder {
         }
         check_size(want)?;
         if self.verify && self.mode != LinkMode::Copy {
-            check_file(want.file, want)?;
+            self.verify_source(want)?;
         }
         if matches!(self.mode, LinkMode::Auto | LinkMode::Hard) {
             match hard_link(want.file, dest) {
@@ -451,10 +468,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (src, digest) = blob(d.path(), "src", b"layer bytes");
         let dest = d.path().join("out");
-        let ladder = Ladder {
-            mode: LinkMode::Auto,
-            verify: false,
-        };
+        let ladder = Ladder::new(LinkMode::Auto, false);
         let want = Wanted {
             file: &src,
             digest,
@@ -481,10 +495,7 @@ mod tests {
         let (src, _) = blob(d.path(), "src", b"flipped bits");
         let digest = Digest::of(b"original bits");
         let dest = d.path().join("out");
-        let ladder = Ladder {
-            mode: LinkMode::Copy,
-            verify: false,
-        };
+        let ladder = Ladder::new(LinkMode::Copy, false);
         let want = Wanted {
             file: &src,
             digest,
@@ -503,10 +514,7 @@ mod tests {
         let (src, digest) = blob(d.path(), "src", b"good");
         let dest = d.path().join("out");
         fs::write(&dest, b"bad!").unwrap();
-        let ladder = Ladder {
-            mode: LinkMode::Copy,
-            verify: false,
-        };
+        let ladder = Ladder::new(LinkMode::Copy, false);
         let want = Wanted {
             file: &src,
             digest,
@@ -532,10 +540,7 @@ mod tests {
     fn verify_catches_corruption_a_hard_link_would_pass_on() {
         let d = tempfile::tempdir().unwrap();
         let (src, _) = blob(d.path(), "src", b"rotten");
-        let ladder = Ladder {
-            mode: LinkMode::Auto,
-            verify: true,
-        };
+        let ladder = Ladder::new(LinkMode::Auto, true);
         let want = Wanted {
             file: &src,
             digest: Digest::of(b"fresh!"),
@@ -557,10 +562,7 @@ mod tests {
         fs::write(&victim, b"keep").unwrap();
         let dest = d.path().join("out");
         std::os::unix::fs::symlink(&victim, &dest).unwrap();
-        let ladder = Ladder {
-            mode: LinkMode::Copy,
-            verify: false,
-        };
+        let ladder = Ladder::new(LinkMode::Copy, false);
         let want = Wanted {
             file: &src,
             digest,
@@ -576,10 +578,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (src, digest) = blob(d.path(), "src", b"data");
         let dest = d.path().join("out");
-        let ladder = Ladder {
-            mode: LinkMode::Reflink,
-            verify: false,
-        };
+        let ladder = Ladder::new(LinkMode::Reflink, false);
         let want = Wanted {
             file: &src,
             digest,

@@ -366,10 +366,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         fs::create_dir_all(d.path().join("docker/registry/v2/blobs")).unwrap();
         let tree = StorageTree::open(d.path()).unwrap();
-        let ladder = Ladder {
-            mode: crate::sink::link::LinkMode::Auto,
-            verify: false,
-        };
+        let ladder = Ladder::new(crate::sink::link::LinkMode::Auto, false);
         let sink = OciLayout::new(
             d.path().join("out"),
             &tree,
