@@ -35,6 +35,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Inventory of a storage tree: repositories, tags, digests, platforms, sizes (no network).
     List(ListArgs),
+    /// Export images as skopeo dir: folders or OCI layouts, by hard link where possible.
+    Export(ExportArgs),
     /// Push images to Harbor or any OCI registry, digests unchanged, each blob sent once.
     Push(PushArgs),
     /// Prove the destination holds every selected tag: digests, index children, every blob.
@@ -62,13 +64,13 @@ pub struct FilterArgs {
 pub struct ListArgs {
     /// Storage tree: the root, its docker/ folder, or its docker/registry/v2/ folder.
     pub source: PathBuf,
-    #[command(flatten)]
-    pub filters: FilterArgs,
     /// Also list manifests that no tag points at.
     #[arg(long)]
     pub untagged: bool,
     #[arg(long, value_enum, default_value_t = ListFormat::Table)]
     pub format: ListFormat,
+    #[command(flatten, next_help_heading = "Filters")]
+    pub filters: FilterArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -122,12 +124,6 @@ pub struct RegistryArgs {
 pub struct PushArgs {
     /// Storage tree: the root, its docker/ folder, or its docker/registry/v2/ folder.
     pub source: PathBuf,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
-    #[command(flatten)]
-    pub mapping: MappingArgs,
-    #[command(flatten)]
-    pub filters: FilterArgs,
     /// Parallel pushes (1–32).
     #[arg(short = 'j', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub jobs: u16,
@@ -151,18 +147,18 @@ pub struct PushArgs {
     /// Also push manifests no tag points at (by digest).
     #[arg(long)]
     pub untagged: bool,
+    #[command(flatten, next_help_heading = "Destination")]
+    pub registry: RegistryArgs,
+    #[command(flatten, next_help_heading = "Mapping")]
+    pub mapping: MappingArgs,
+    #[command(flatten, next_help_heading = "Filters")]
+    pub filters: FilterArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// Storage tree: the root, its docker/ folder, or its docker/registry/v2/ folder.
     pub source: PathBuf,
-    #[command(flatten)]
-    pub registry: RegistryArgs,
-    #[command(flatten)]
-    pub mapping: MappingArgs,
-    #[command(flatten)]
-    pub filters: FilterArgs,
     /// Parallel checks (1–32).
     #[arg(short = 'j', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub jobs: u16,
@@ -190,6 +186,12 @@ pub struct ValidateArgs {
     pub shallow: bool,
     #[arg(long, value_enum, default_value_t = ValidateFormat::Table)]
     pub format: ValidateFormat,
+    #[command(flatten, next_help_heading = "Destination")]
+    pub registry: RegistryArgs,
+    #[command(flatten, next_help_heading = "Mapping")]
+    pub mapping: MappingArgs,
+    #[command(flatten, next_help_heading = "Filters")]
+    pub filters: FilterArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -198,4 +200,38 @@ pub enum ValidateFormat {
     Table,
     /// Every tag's verdict as a JSON array on stdout.
     Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Storage tree: the root, its docker/ folder, or its docker/registry/v2/ folder.
+    pub source: PathBuf,
+    /// Output folder: new, empty, or an earlier export of the same layout (completed, not erased).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// dir: DIR/<repo>:<tag>/ skopeo dir: folders; oci: an OCI image layout per repository.
+    #[arg(long, value_enum, default_value_t = crate::sink::layout::Layout::Dir)]
+    pub layout: crate::sink::layout::Layout,
+    /// How blob files get there: hard link, else reflink, else copy (auto), or only one of them.
+    #[arg(long, value_enum, default_value_t = crate::sink::link::LinkMode::Auto)]
+    pub link: crate::sink::link::LinkMode,
+    /// Parallel exports (1–32).
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub jobs: u16,
+    /// Failed list: source repo:tag per line, for --images.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        default_value = "export-failed.txt"
+    )]
+    pub failed_list: PathBuf,
+    /// Hash every blob before hard-linking or reflinking it (a link passes corruption on).
+    #[arg(long)]
+    pub verify: bool,
+    /// Also export manifests no tag points at, as DIR/<repo>@sha256:<hex>/ (OCI: index entries without a ref name).
+    #[arg(long)]
+    pub untagged: bool,
+    #[command(flatten, next_help_heading = "Filters")]
+    pub filters: FilterArgs,
 }

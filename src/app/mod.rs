@@ -1,5 +1,6 @@
 //! Subcommands: one thin file each, turning resolved flags into a run and an `Outcome`.
 
+pub mod export;
 pub mod list;
 pub mod push;
 pub mod validate;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::List(args) => list::run(&args, &cli.global),
         Command::Push(args) => push::run(&args, &cli.global),
         Command::Validate(args) => validate::run(&args, &cli.global),
+        Command::Export(args) => export::run(&args, &cli.global),
     }
 }
 

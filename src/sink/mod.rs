@@ -1,5 +1,9 @@
 //! Sinks: where the copy engine writes images (layouts on disk, registries).
 
+pub mod dir_layout;
+pub mod layout;
+pub mod link;
+pub mod oci_layout;
 pub mod registry;
 
 use std::fmt;

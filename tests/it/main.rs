@@ -2,6 +2,7 @@
 
 mod util;
 
+mod export;
 mod list;
 mod push;
 mod validate;

@@ -1,0 +1,253 @@
+//! `ferry export`: a storage tree as skopeo `dir:` folders or OCI layouts, hard-linked where possible, the source untouched.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::HumanBytes;
+use serde::Serialize;
+
+use super::Outcome;
+use crate::cli::{ExportArgs, GlobalArgs};
+use crate::engine::{self, ImageStatus, RunCounts, RunResult};
+use crate::inventory::{Image, Inventory, InventoryOptions};
+use crate::progress::Progress;
+use crate::report::{write_json_file, write_lines_file};
+use crate::sink::dir_layout::DirLayout;
+use crate::sink::layout::{FileTotals, Layout, prepare_out};
+use crate::sink::link::{Ladder, LinkMode};
+use crate::sink::oci_layout::OciLayout;
+use crate::source::StorageTree;
+use crate::{error, note, warn};
+
+#[derive(Serialize)]
+struct ExportReport<'a> {
+    command: &'static str,
+    source: String,
+    out: String,
+    layout: Layout,
+    link: LinkMode,
+    verify: bool,
+    elapsed_seconds: f64,
+    counts: &'a RunCounts,
+    files: &'a FileTotals,
+    fatal: &'a Option<String>,
+    images: &'a [engine::ImageOutcome],
+}
+
+pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+    let filters = super::filters(&args.filters)?;
+    let tree = super::open_source(&args.source)?;
+    check_out(&args.out, &tree, args.link)?;
+    let out = prepare_out(&args.out, args.layout)?;
+    let inventory = Inventory::build(
+        &tree,
+        &filters,
+        InventoryOptions {
+            untagged: args.untagged,
+            config_platforms: false,
+        },
+    )?;
+    for problem in &inventory.problems {
+        warn!("{problem}");
+    }
+    note!(
+        "ferry export: {} images from {} to {} ({} layout, --link {}{})",
+        inventory.images.len(),
+        tree.v2().display(),
+        out.display(),
+        args.layout,
+        args.link,
+        if args.verify { ", verified" } else { "" }
+    );
+    for image in inventory.images.iter().filter(|i| !i.foreign.is_empty()) {
+        note!(
+            "{}: {} foreign layer(s) not exported (they are fetched from their URLs; skopeo copy to a registry skips them)",
+            image.reference(),
+            image.foreign.len()
+        );
+    }
+
+    let ladder = Ladder::new(args.link, args.verify);
+    let images = &inventory.images;
+    let progress = Progress::new(
+        "export",
+        images.len() as u64,
+        bytes_to_place(images, args.layout),
+    );
+    let jobs = usize::from(args.jobs);
+    let (result, files) = match args.layout {
+        Layout::Dir => {
+            let sink = DirLayout::new(out.clone(), &tree, ladder);
+            let result = engine::run(&sink, images, jobs, &progress);
+            (result, sink.totals())
+        }
+        Layout::Oci => {
+            let repositories = images.iter().map(|i| i.repository.clone());
+            let sink = OciLayout::new(out.clone(), &tree, ladder, repositories);
+            let result = engine::run(&sink, images, jobs, &progress);
+            (result, sink.totals())
+        }
+    };
+    progress.finish();
+    let elapsed = progress.elapsed();
+    let counts = result.counts();
+
+    report_failures(&result);
+    let failed = result.failed_list();
+    write_lines_file(&args.failed_list, &failed)?;
+    if let Some(path) = &global.report {
+        write_json_file(
+            path,
+            &ExportReport {
+                command: "export",
+                source: tree.v2().display().to_string(),
+                out: out.display().to_string(),
+                layout: args.layout,
+                link: args.link,
+                verify: args.verify,
+                elapsed_seconds: elapsed.as_secs_f64(),
+                counts: &counts,
+                files: &files,
+                fatal: &result.fatal,
+                images: &result.images,
+            },
+        )?;
+    }
+    note!("{}", summary(&counts, &files, elapsed));
+    if !failed.is_empty() {
+        note!(
+            "{} failed images listed in {} (retry with --images {})",
+            failed.len(),
+            args.failed_list.display(),
+            args.failed_list.display()
+        );
+    }
+    if let Some(fatal) = result.fatal {
+        bail!("export stopped: {fatal}");
+    }
+    Ok(if failed.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::SomeFailed
+    })
+}
+
+/// The folder a storage tree lives in: the root holding `docker/registry/v2`, else the v2 folder itself.
+fn source_root(tree: &StorageTree) -> &Path {
+    let v2 = tree.v2();
+    if v2.ends_with("docker/registry/v2") {
+        v2.ancestors().nth(3).unwrap_or(v2)
+    } else {
+        v2
+    }
+}
+
+/// `out` made absolute with every folder that exists resolved (symlinks followed), and the deepest
+/// such folder; nothing is created.
+fn resolve_out(out: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let absolute = std::path::absolute(out)
+        .with_context(|| format!("cannot resolve --out {}", out.display()))?;
+    let mut existing = absolute.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        let Some(parent) = existing.parent() else {
+            break;
+        };
+        rest.push(existing.file_name().map(PathBuf::from).unwrap_or_default());
+        existing = parent;
+    }
+    if rest
+        .iter()
+        .any(|p| p.components().any(|c| c == Component::ParentDir))
+    {
+        bail!(
+            "--out {}: '..' after a folder that does not exist yet",
+            out.display()
+        );
+    }
+    let existing = std::fs::canonicalize(existing)
+        .with_context(|| format!("cannot resolve --out {}", out.display()))?;
+    let mut resolved = existing.clone();
+    resolved.extend(rest.iter().rev());
+    Ok((resolved, existing))
+}
+
+/// Refuses an output folder inside the source tree, and for `--link hard` one on another
+/// filesystem, before anything is created.
+fn check_out(out: &Path, tree: &StorageTree, link: LinkMode) -> anyhow::Result<()> {
+    let (resolved, existing) = resolve_out(out)?;
+    let root = source_root(tree);
+    if resolved.starts_with(root) {
+        bail!(
+            "refusing to export into {}: it is inside the source tree {} (ferry never writes into the source)",
+            resolved.display(),
+            root.display()
+        );
+    }
+    if link == LinkMode::Hard {
+        let blobs = tree.v2().join("blobs");
+        let source = if blobs.is_dir() {
+            blobs
+        } else {
+            tree.v2().to_path_buf()
+        };
+        let dev = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| m.dev())
+                .with_context(|| format!("cannot read {}", p.display()))
+        };
+        if dev(&source)? != dev(&existing)? {
+            bail!(
+                "--link hard: {} and {} are on different filesystems, and hard links cannot cross filesystems; use --link auto (reflink or copy) or an output folder on the source's filesystem",
+                source.display(),
+                resolved.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Bytes the progress bar expects: each image's blobs per folder (dir), each blob once per repository (oci).
+fn bytes_to_place(images: &[Image], layout: Layout) -> u64 {
+    match layout {
+        Layout::Dir => images.iter().map(Image::size).sum(),
+        Layout::Oci => {
+            let mut seen = HashSet::new();
+            images
+                .iter()
+                .flat_map(|i| i.blobs.iter().map(move |b| (&i.repository, b)))
+                .filter(|(repo, b)| seen.insert((repo.as_str(), b.digest)))
+                .map(|(_, b)| b.size)
+                .sum()
+        }
+    }
+}
+
+fn report_failures(result: &RunResult) {
+    for image in &result.images {
+        if let ImageStatus::Failed(reason) = &image.status {
+            match &image.target {
+                Some(t) => error!("{} → {t}: {reason}", image.source),
+                None => error!("{}: {reason}", image.source),
+            }
+        }
+    }
+}
+
+fn summary(c: &RunCounts, f: &FileTotals, elapsed: Duration) -> String {
+    format!(
+        "images: {} exported, {} already there, {} failed; files: {} hard-linked, {} reflinked, {} copied, {} already right; {} written in {:.1} s",
+        c.copied,
+        c.skipped,
+        c.failed,
+        f.linked,
+        f.reflinked,
+        f.copied,
+        f.present,
+        HumanBytes(f.bytes_copied),
+        elapsed.as_secs_f64()
+    )
+}
