@@ -139,7 +139,7 @@ impl Inventory {
             },
             &|name| filters.wants_repository(name),
         )?;
-        let mut jobs: Vec<(String, Option<String>, Result<Digest, Problem>)> = Vec::new();
+        let mut jobs: Vec<Job> = Vec::new();
         let mut inventory = Inventory {
             repositories: scan.repositories.len(),
             problems: scan.problems,
@@ -148,18 +148,19 @@ impl Inventory {
         let mut found: HashSet<ImageRef> = HashSet::new();
         for repo in &scan.repositories {
             inventory.uploads.extend(repo.uploads.iter().cloned());
-            inventory.problems.extend(repo.problems.iter().cloned());
+            let jobs_before = jobs.len();
             for tag in &repo.tags {
                 if filters.selects_tag(&repo.name, &tag.name) {
                     found.insert(ImageRef::Tag {
                         repository: repo.name.clone(),
                         tag: tag.name.clone(),
                     });
-                    jobs.push((
-                        repo.name.clone(),
-                        Some(tag.name.clone()),
-                        tag.target.clone(),
-                    ));
+                    jobs.push(Job {
+                        repository: repo.name.clone(),
+                        tag: Some(tag.name.clone()),
+                        target: tag.target.clone(),
+                        repository_problems: repo.problems.clone(),
+                    });
                 }
             }
             if options.untagged {
@@ -169,14 +170,34 @@ impl Inventory {
                             repository: repo.name.clone(),
                             digest,
                         });
-                        jobs.push((repo.name.clone(), None, Ok(digest)));
+                        jobs.push(Job {
+                            repository: repo.name.clone(),
+                            tag: None,
+                            target: Ok(digest),
+                            repository_problems: repo.problems.clone(),
+                        });
                     }
                 }
+            }
+            // A repository's own problems (a bad name) break each of its images; with no image
+            // selected they are still reported.
+            if jobs.len() == jobs_before {
+                inventory.problems.extend(repo.problems.iter().cloned());
             }
         }
         let mut images: Vec<Image> = jobs
             .into_par_iter()
-            .map(|(repo, tag, target)| resolve(source, &repo, tag.as_deref(), target, options))
+            .map(|job| {
+                let mut image = resolve(
+                    source,
+                    &job.repository,
+                    job.tag.as_deref(),
+                    job.target,
+                    options,
+                );
+                image.problems.splice(0..0, job.repository_problems);
+                image
+            })
             .collect();
         for wanted in filters.image_list().unwrap_or_default() {
             let selectable = match wanted {
@@ -234,6 +255,14 @@ impl Inventory {
         t.unique_bytes = blobs.values().sum();
         t
     }
+}
+
+/// One tag (or untagged manifest) to resolve.
+struct Job {
+    repository: String,
+    tag: Option<String>,
+    target: Result<Digest, Problem>,
+    repository_problems: Vec<Problem>,
 }
 
 /// Revisions of `repo` that no tag points at and that no manifest of the repository lists.

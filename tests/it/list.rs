@@ -431,3 +431,45 @@ fn symlinks_are_not_followed_out_of_the_tree() {
         by_ref["ns/sub/img:2.0"]["problems"]
     );
 }
+
+#[test]
+fn a_repository_folder_with_an_invalid_name_breaks_its_tags_only() {
+    let fx = standard_tree(17);
+    let root = fx.root();
+    // Hand-made damage: a repository folder renamed to something Distribution never writes.
+    fs::rename(
+        tree::repo_dir(root, "alpine"),
+        tree::repo_dir(root, "Alpine..x"),
+    )
+    .unwrap();
+    let (code, rows, stderr) = list_json(root, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let by_ref = tagged(&rows);
+    let bad: Vec<&String> = by_ref
+        .keys()
+        .filter(|k| k.starts_with("Alpine..x:"))
+        .collect();
+    assert_eq!(
+        bad.len(),
+        fx.truth
+            .tags
+            .keys()
+            .filter(|k| k.starts_with("alpine:"))
+            .count()
+    );
+    for reference in bad {
+        assert_eq!(by_ref[reference]["status"], "broken");
+        assert!(
+            by_ref[reference]["problems"]
+                .to_string()
+                .contains("invalid repository name"),
+            "{}",
+            by_ref[reference]["problems"]
+        );
+    }
+    for (reference, row) in &by_ref {
+        if !reference.starts_with("Alpine") {
+            assert_eq!(row["status"], "ok", "{reference}");
+        }
+    }
+}

@@ -859,3 +859,58 @@ fn relative_locations_and_proxy_variables_do_not_get_in_the_way() {
     ));
     assert_eq!((ran.code, ran.stderr.as_str()), (0, ""));
 }
+
+#[test]
+fn schema1_images_are_listed_as_such_and_skipped_by_push_with_a_reason() {
+    use ferry_testkit::tree;
+    let fx = standard_tree(41);
+    let root = fx.root();
+    // Hand-made: Distribution 2.8 refuses unsigned schema1 pushes, so this test writes a schema1
+    // manifest into the tree the way Distribution stores one (a blob + tag and revision links),
+    // reusing a layer the registry wrote.
+    let layer = &fx.truth.tags["alpine:latest"].blobs[1].digest;
+    let manifest = format!(
+        r#"{{"schemaVersion":1,"name":"legacy/old","tag":"1.0","architecture":"amd64","fsLayers":[{{"blobSum":"{layer}"}}],"history":[{{"v1Compatibility":"{{}}"}}]}}"#
+    );
+    let digest = sha256(manifest.as_bytes());
+    let data = tree::blob_data(root, &digest);
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    std::fs::write(&data, &manifest).unwrap();
+    for (link, target) in [
+        (tree::tag_current_link(root, "legacy/old", "1.0"), &digest),
+        (tree::revision_link(root, "legacy/old", &digest), &digest),
+        (tree::layer_link(root, "legacy/old", layer), layer),
+    ] {
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::fs::write(&link, target).unwrap();
+    }
+
+    let listed =
+        run(ferry()
+            .arg("list")
+            .arg(root)
+            .args(["--repo", "legacy/old", "--format", "json"]));
+    assert_eq!(listed.code, 0, "{}", listed.all());
+    let rows: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(rows[0]["type"], "schema1");
+    assert_eq!(rows[0]["digest"], digest.as_str());
+
+    let reg = Registry::start().unwrap();
+    let dir = workdir();
+    let ran = run(&mut push_cmd(root, &reg.url(), dir.path(), &[]));
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    let failed = std::fs::read_to_string(dir.path().join("failed.txt")).unwrap();
+    assert_eq!(failed, "legacy/old:1.0\n");
+    assert!(
+        ran.stderr
+            .lines()
+            .any(|l| l.contains("legacy/old:1.0") && l.contains("schema1")),
+        "{}",
+        ran.stderr
+    );
+    assert!(
+        Pusher::new(&reg).get_manifest("legacy/old", "1.0").is_err(),
+        "nothing was pushed for the schema1 image"
+    );
+    assert_tags_at(&Pusher::new(&reg), &fx.truth, default_destination);
+}
