@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::Outcome;
 use crate::cli::{ExportArgs, GlobalArgs};
 use crate::engine::{self, ImageStatus, RunCounts, RunResult};
-use crate::inventory::{Image, Inventory, InventoryOptions};
+use crate::inventory::Image;
 use crate::progress::Progress;
 use crate::report::{write_json_file, write_lines_file};
 use crate::sink::dir_layout::DirLayout;
@@ -20,7 +20,7 @@ use crate::sink::layout::{FileTotals, Layout, prepare_out};
 use crate::sink::link::{Ladder, LinkMode};
 use crate::sink::oci_layout::OciLayout;
 use crate::source::StorageTree;
-use crate::{error, note, warn};
+use crate::{error, note};
 
 #[derive(Serialize)]
 struct ExportReport<'a> {
@@ -42,17 +42,7 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let tree = super::open_source(&args.source)?;
     check_out(&args.out, &tree, args.link)?;
     let out = prepare_out(&args.out, args.layout)?;
-    let inventory = Inventory::build(
-        &tree,
-        &filters,
-        InventoryOptions {
-            untagged: args.untagged,
-            config_platforms: false,
-        },
-    )?;
-    for problem in &inventory.problems {
-        warn!("{problem}");
-    }
+    let inventory = super::images_to_move(&tree, &filters, args.untagged)?;
     note!(
         "ferry export: {} images from {} to {} ({} layout, --link {}{})",
         inventory.images.len(),

@@ -9,8 +9,10 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, FilterArgs, RegistryArgs};
+use crate::cli::{Cli, Command, FilterArgs, MappingArgs, RegistryArgs};
+use crate::destination::Mapping;
 use crate::filter::{Filters, read_image_list};
+use crate::inventory::{Inventory, InventoryOptions};
 use crate::registry::credentials::read_password_stdin;
 use crate::registry::{Client, ClientOptions, CredentialOptions, Endpoint};
 use crate::source::StorageTree;
@@ -72,4 +74,33 @@ pub fn connect(args: &RegistryArgs, jobs: usize) -> anyhow::Result<Client> {
         connections: jobs,
     })
     .with_context(|| format!("cannot use destination {host}"))
+}
+
+/// The destination mapping the flags ask for (push and validate must agree on it).
+pub fn mapping(args: &MappingArgs) -> Mapping {
+    Mapping {
+        default_project: args.default_project.clone(),
+        project: args.project.clone(),
+    }
+}
+
+/// The selected images of a tree for a copy or a check (no config reads), with tree-level
+/// problems reported as warnings.
+pub fn images_to_move(
+    tree: &StorageTree,
+    filters: &Filters,
+    untagged: bool,
+) -> anyhow::Result<Inventory> {
+    let inventory = Inventory::build(
+        tree,
+        filters,
+        InventoryOptions {
+            untagged,
+            config_platforms: false,
+        },
+    )?;
+    for problem in &inventory.problems {
+        crate::warn!("{problem}");
+    }
+    Ok(inventory)
 }

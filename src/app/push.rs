@@ -10,13 +10,13 @@ use super::Outcome;
 use crate::cli::{GlobalArgs, PushArgs};
 use crate::destination::{Mapping, project_of};
 use crate::engine::{self, ImageStatus, RunCounts, RunResult};
-use crate::inventory::{Inventory, InventoryOptions};
+use crate::inventory::Inventory;
 use crate::progress::Progress;
 use crate::registry::harbor::{self, ProjectStatus};
 use crate::report::{write_json_file, write_lines_file};
 use crate::sink::BlobAction;
 use crate::sink::registry::RegistrySink;
-use crate::{error, note, warn};
+use crate::{error, note};
 
 #[derive(Serialize)]
 struct PushReport<'a> {
@@ -42,21 +42,8 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         );
         false
     });
-    let mapping = Mapping {
-        default_project: args.mapping.default_project.clone(),
-        project: args.mapping.project.clone(),
-    };
-    let inventory = Inventory::build(
-        &tree,
-        &filters,
-        InventoryOptions {
-            untagged: args.untagged,
-            config_platforms: false,
-        },
-    )?;
-    for problem in &inventory.problems {
-        warn!("{problem}");
-    }
+    let mapping = super::mapping(&args.mapping);
+    let inventory = super::images_to_move(&tree, &filters, args.untagged)?;
     note!(
         "ferry push: {} images from {} to {}{}{}",
         inventory.images.len(),

@@ -6,8 +6,6 @@ use serde::Serialize;
 
 use super::Outcome;
 use crate::cli::{GlobalArgs, ValidateArgs, ValidateFormat};
-use crate::destination::Mapping;
-use crate::inventory::{Inventory, InventoryOptions};
 use crate::progress::Progress;
 use crate::report::{write_json_file, write_lines_file};
 use crate::validate::{self, Checker, Counts, Options, PlatformSelection, Status, Verdict};
@@ -33,21 +31,8 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
     let tree = super::open_source(&args.source)?;
     let jobs = usize::from(args.jobs);
     let client = super::connect(&args.registry, jobs)?;
-    let mapping = Mapping {
-        default_project: args.mapping.default_project.clone(),
-        project: args.mapping.project.clone(),
-    };
-    let inventory = Inventory::build(
-        &tree,
-        &filters,
-        InventoryOptions {
-            untagged: false,
-            config_platforms: false,
-        },
-    )?;
-    for problem in &inventory.problems {
-        warn!("{problem}");
-    }
+    let mapping = super::mapping(&args.mapping);
+    let inventory = super::images_to_move(&tree, &filters, false)?;
     note!(
         "ferry validate: {} tags from {} against {} ({}{})",
         inventory.images.len(),

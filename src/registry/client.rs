@@ -415,12 +415,7 @@ impl Client {
                     .unwrap_or(Tags::Unlisted))
             }
             status => {
-                // Read the error body so the connection goes back to the pool.
-                let _ = response
-                    .into_body()
-                    .with_config()
-                    .limit(MAX_ERROR_BODY)
-                    .read_to_vec();
+                drain(response);
                 Ok(if status == 404 {
                     Tags::Unknown
                 } else {
@@ -455,7 +450,10 @@ impl Client {
                     .map_err(|e| transport_error("GET", &call.url, &self.host, e))?;
                 Ok(Some(FetchedManifest { bytes, media_type }))
             }
-            404 => Ok(None),
+            404 => {
+                drain(response);
+                Ok(None)
+            }
             _ => Err(error_from(call.method, &call.url, response)),
         }
     }
@@ -785,6 +783,15 @@ impl Read for VerifyingReader<'_> {
         (self.on_bytes)(n as u64);
         Ok(n)
     }
+}
+
+/// Reads what is left of an error body so the connection goes back to the pool.
+fn drain(response: Response<Body>) {
+    let _ = response
+        .into_body()
+        .with_config()
+        .limit(MAX_ERROR_BODY)
+        .read_to_vec();
 }
 
 fn header(response: &Response<Body>, name: &str) -> Option<String> {
