@@ -597,6 +597,35 @@ fn validate_with_each_credential_source_and_a_wrong_password_exits_2() {
         "DOCKER_CONFIG",
     );
 
+    // A credential helper named by `credsStore`: a double of docker-credential-* that answers
+    // `get` for this host only, put first on PATH.
+    let helpers = dir.path().join("helpers");
+    fs::create_dir(&helpers).unwrap();
+    let helper = helpers.join("docker-credential-ferrydouble");
+    fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 1\nread host\n[ \"$host\" = \"{}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\nprintf '{{\"ServerURL\":\"%s\",\"Username\":\"carol\",\"Secret\":\"{password}\"}}' \"$host\"\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let store = dir.path().join("store");
+    fs::create_dir(&store).unwrap();
+    fs::write(store.join("config.json"), r#"{"credsStore":"ferrydouble"}"#).unwrap();
+    let path = format!(
+        "{}:{}",
+        helpers.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    passes(
+        run(validate_cmd(fx.root(), &dest, dir.path(), &["--debug"])
+            .env("DOCKER_CONFIG", &store)
+            .env("PATH", &path)),
+        "credential helper",
+    );
+
     // No credentials at all: the destination refuses every read, which is exit 2, not a list of failures.
     let ran = run(&mut validate_cmd(fx.root(), &dest, dir.path(), &[]));
     assert_eq!(ran.code, 2, "{}", ran.all());
