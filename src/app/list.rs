@@ -100,7 +100,8 @@ fn summary(t: &Totals, uploads: usize) -> String {
         s += &format!("; {} broken", t.broken);
     }
     if uploads > 0 {
-        s += &format!("; {uploads} unfinished uploads");
+        let plural = if uploads == 1 { "" } else { "s" };
+        s += &format!("; {uploads} unfinished upload{plural}");
     }
     s
 }
