@@ -44,30 +44,35 @@ impl From<&Image> for ImageRecord {
 
 /// Writes `value` as pretty JSON to `path` (temp file + rename, so a reader never sees half a report).
 pub fn write_json_file(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write report {}", path.display()))?;
-    serde_json::to_writer_pretty(&mut tmp, value)?;
-    tmp.write_all(b"\n")?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write report {}", path.display()))?;
-    Ok(())
+    write_atomically(path, |out| {
+        serde_json::to_writer_pretty(&mut *out, value)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    })
 }
 
 /// Writes one line per reference (a failed list `--images FILE` can take back), temp file + rename.
 pub fn write_lines_file(path: &Path, lines: &[String]) -> anyhow::Result<()> {
+    write_atomically(path, |out| {
+        for line in lines {
+            writeln!(out, "{line}")?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes through a temp file beside `path`, then renames it into place.
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut tempfile::NamedTempFile) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    for line in lines {
-        writeln!(tmp, "{line}")?;
-    }
+    write(&mut tmp).with_context(|| format!("cannot write {}", path.display()))?;
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())

@@ -107,22 +107,7 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         )?;
     }
     note!("{}", summary(&counts, &files, elapsed));
-    if !failed.is_empty() {
-        note!(
-            "{} failed images listed in {} (retry with --images {})",
-            failed.len(),
-            args.failed_list.display(),
-            args.failed_list.display()
-        );
-    }
-    if let Some(fatal) = result.fatal {
-        bail!("export stopped: {fatal}");
-    }
-    Ok(if failed.is_empty() {
-        Outcome::Done
-    } else {
-        Outcome::SomeFailed
-    })
+    super::finish_run("export", &failed, &args.failed_list, result.fatal)
 }
 
 /// The folder a storage tree lives in: the root holding `docker/registry/v2`, else the v2 folder itself.

@@ -104,3 +104,28 @@ pub fn images_to_move(
     }
     Ok(inventory)
 }
+
+/// The end of a copy run: points at the failed list, turns a stop into exit 2, else 0 or 1.
+pub fn finish_run(
+    verb: &str,
+    failed: &[String],
+    failed_list: &Path,
+    fatal: Option<String>,
+) -> anyhow::Result<Outcome> {
+    if !failed.is_empty() {
+        crate::note!(
+            "{} failed images listed in {} (retry with --images {})",
+            failed.len(),
+            failed_list.display(),
+            failed_list.display()
+        );
+    }
+    if let Some(fatal) = fatal {
+        anyhow::bail!("{verb} stopped: {fatal}");
+    }
+    Ok(if failed.is_empty() {
+        Outcome::Done
+    } else {
+        Outcome::SomeFailed
+    })
+}

@@ -106,22 +106,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         )?;
     }
     note!("{}", summary(&counts, args.dry_run, elapsed));
-    if !failed.is_empty() {
-        note!(
-            "{} failed images listed in {} (retry with --images {})",
-            failed.len(),
-            args.failed_list.display(),
-            args.failed_list.display()
-        );
-    }
-    if let Some(fatal) = result.fatal {
-        anyhow::bail!("push stopped: {fatal}");
-    }
-    Ok(if failed.is_empty() {
-        Outcome::Done
-    } else {
-        Outcome::SomeFailed
-    })
+    super::finish_run("push", &failed, &args.failed_list, result.fatal)
 }
 
 /// Creates (or, in a dry run, checks) the Harbor projects the selected images need.

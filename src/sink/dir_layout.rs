@@ -3,12 +3,12 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::layout::{
-    DIR_VERSION, FileCounts, FileTotals, ImageFile, all_placed, check_component, check_tag,
-    image_files, make_dirs, repository_components,
+    DIR_VERSION, FileCounts, FileTotals, ImageFile, all_placed, check_component,
+    check_manifest_file, check_tag, image_files, make_dirs, manifest_file, repository_components,
 };
 use super::link::{Ladder, LinkError, Wanted, write_small};
 use super::{BlobAction, Sink, SinkError};
@@ -90,12 +90,6 @@ impl<'a> DirLayout<'a> {
         } else {
             folder.path.join(format!("{}.manifest.json", digest.hex()))
         }
-    }
-
-    fn manifest_file(&self, manifest: &RawManifest) -> Result<BlobFile, SinkError> {
-        self.source
-            .blob(&manifest.digest())
-            .map_err(|p| SinkError::Image(format!("manifest {}: {p}", manifest.digest())))
     }
 
     /// Whether every file of the image is already right, `version` and `manifest.json` included.
@@ -196,7 +190,7 @@ impl Sink for DirLayout<'_> {
         manifest: &RawManifest,
         _tag: Option<&str>,
     ) -> Result<(), SinkError> {
-        let file = self.manifest_file(manifest)?;
+        let file = manifest_file(self.source, manifest)?;
         let dest = self.manifest_path(folder, manifest.digest());
         let want = Wanted {
             file: &file.path,
@@ -233,31 +227,6 @@ impl Sink for DirLayout<'_> {
             }
         }
         Ok(())
-    }
-}
-
-/// Checks that the placed manifest file holds exactly the bytes the inventory read and hashed.
-pub fn check_manifest_file(dest: &Path, manifest: &RawManifest) -> Result<(), SinkError> {
-    let read = fs::File::open(dest).and_then(|f| {
-        let mut bytes = Vec::new();
-        f.take(manifest.len() + 1).read_to_end(&mut bytes)?;
-        Ok(bytes)
-    });
-    match read {
-        Ok(bytes) if bytes == manifest.bytes() => Ok(()),
-        Ok(_) => {
-            let _ = fs::remove_file(dest);
-            Err(SinkError::Image(format!(
-                "{} does not hold the bytes of manifest {} read earlier from the source (did the source change during the export?)",
-                dest.display(),
-                manifest.digest()
-            )))
-        }
-        Err(error) => Err(LinkError::Read {
-            path: dest.to_path_buf(),
-            error,
-        }
-        .into()),
     }
 }
 

@@ -9,12 +9,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
+use super::link::LinkError;
 use super::link::{Ladder, TEMP_PREFIX, Wanted};
 use super::{BlobAction, SinkError};
 use crate::digest::Digest;
 use crate::inventory::Image;
+use crate::manifest::RawManifest;
 use crate::names;
-use crate::source::Source;
+use crate::source::{BlobFile, Source};
+use std::io::Read;
 
 /// The `version` file of a skopeo `dir:` image, byte for byte.
 pub const DIR_VERSION: &[u8] = b"Directory Transport Version: 1.1\n";
@@ -293,6 +296,38 @@ impl FileCounts {
             present: get(&self.present),
             bytes_copied: get(&self.bytes_copied),
         }
+    }
+}
+
+/// The source file of a manifest, which layouts link like any other blob.
+pub fn manifest_file(source: &dyn Source, manifest: &RawManifest) -> Result<BlobFile, SinkError> {
+    source
+        .blob(&manifest.digest())
+        .map_err(|p| SinkError::Image(format!("manifest {}: {p}", manifest.digest())))
+}
+
+/// Checks that the placed manifest file holds exactly the bytes the inventory read and hashed.
+pub fn check_manifest_file(dest: &Path, manifest: &RawManifest) -> Result<(), SinkError> {
+    let read = fs::File::open(dest).and_then(|f| {
+        let mut bytes = Vec::new();
+        f.take(manifest.len() + 1).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    });
+    match read {
+        Ok(bytes) if bytes == manifest.bytes() => Ok(()),
+        Ok(_) => {
+            let _ = fs::remove_file(dest);
+            Err(SinkError::Image(format!(
+                "{} does not hold the bytes of manifest {} read earlier from the source (did the source change during the export?)",
+                dest.display(),
+                manifest.digest()
+            )))
+        }
+        Err(error) => Err(LinkError::Read {
+            path: dest.to_path_buf(),
+            error,
+        }
+        .into()),
     }
 }
 

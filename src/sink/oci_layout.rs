@@ -9,10 +9,9 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
-use super::dir_layout::check_manifest_file;
 use super::layout::{
-    FileCounts, FileTotals, OCI_LAYOUT, all_placed, check_tag, image_files, make_dirs,
-    repository_components,
+    FileCounts, FileTotals, OCI_LAYOUT, all_placed, check_manifest_file, check_tag, image_files,
+    make_dirs, manifest_file, repository_components,
 };
 use super::link::{Ladder, LinkError, Wanted, write_small};
 use super::{BlobAction, Sink, SinkError};
@@ -181,12 +180,6 @@ impl<'a> OciLayout<'a> {
         self.counts.record(action, want.size);
         Ok(action)
     }
-
-    fn manifest_file(&self, manifest: &RawManifest) -> Result<BlobFile, SinkError> {
-        self.source
-            .blob(&manifest.digest())
-            .map_err(|p| SinkError::Image(format!("manifest {}: {p}", manifest.digest())))
-    }
 }
 
 /// The `manifests` of an existing `index.json`, or none when there is no such file.
@@ -279,7 +272,7 @@ impl Sink for OciLayout<'_> {
         manifest: &RawManifest,
         _tag: Option<&str>,
     ) -> Result<(), SinkError> {
-        let file = self.manifest_file(manifest)?;
+        let file = manifest_file(self.source, manifest)?;
         let dest = self.blob_path(target, manifest.digest());
         let want = Wanted {
             file: &file.path,
