@@ -4,6 +4,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 
+/// Manifests larger than this are refused, read from a tree or from a registry (Distribution itself
+/// refuses more than 4 MiB).
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+/// Indexes nest at most this deep below an image's top manifest.
+pub const MAX_INDEX_DEPTH: usize = 4;
+/// Image configs larger than this are not read for their platform.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 /// Media types ferry recognises.
 pub mod media_type {
     pub const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";

@@ -73,6 +73,14 @@ pub struct BlobFile {
     pub len: u64,
 }
 
+impl BlobFile {
+    /// A reader of exactly the blob's bytes (at most `len`).
+    pub fn open(&self) -> std::io::Result<std::io::Take<std::fs::File>> {
+        use std::io::Read;
+        Ok(std::fs::File::open(&self.path)?.take(self.len))
+    }
+}
+
 /// What to read when scanning a source.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScanOptions {

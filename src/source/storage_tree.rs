@@ -10,12 +10,10 @@ use walkdir::WalkDir;
 
 use super::{BlobFile, RepositoryEntry, Scan, ScanOptions, Source, SourceError, TagEntry, Upload};
 use crate::digest::Digest;
-use crate::manifest::RawManifest;
+use crate::manifest::{MAX_MANIFEST_BYTES, RawManifest};
 use crate::names;
 use crate::problem::Problem;
 
-/// Manifests larger than this are refused (Distribution itself refuses over 4 MiB).
-const MAX_MANIFEST: u64 = 16 << 20;
 /// Link files hold 71 bytes; anything much longer is damage, not a digest.
 const MAX_LINK: u64 = 256;
 
@@ -254,7 +252,7 @@ impl Source for StorageTree {
 
     fn manifest(&self, digest: &Digest) -> Result<RawManifest, Problem> {
         let path = self.blob_path(digest);
-        let bytes = read_capped(&path, MAX_MANIFEST).map_err(|p| match p {
+        let bytes = read_capped(&path, MAX_MANIFEST_BYTES).map_err(|p| match p {
             Problem::MissingLink { path } => Problem::MissingManifest {
                 digest: *digest,
                 path,
