@@ -12,7 +12,7 @@ use anyhow::Context;
 
 use crate::cli::{Cli, Command, FilterArgs, MappingArgs, RegistryArgs};
 use crate::destination::Mapping;
-use crate::engine::{Fatal, ImageOutcome, ImageStatus, Stop};
+use crate::engine::{Failure, Fatal, ImageOutcome, ImageStatus, Stop};
 use crate::filter::{Filters, read_image_list};
 use crate::inventory::{Inventory, InventoryOptions};
 use crate::registry::credentials::read_password_stdin;
@@ -161,12 +161,13 @@ pub fn finish_run(
     }
 }
 
-/// One error line per image that failed on its own; images the run stopped before are counted
-/// in one line (their cause is said once, by `finish_run`).
+/// One error line per image that failed on its own; images the run stopped before or during
+/// are counted in one line each (their cause is said once, by `finish_run`).
 pub fn report_failures(outcomes: &[ImageOutcome]) {
-    let mut not_done = 0;
+    let (mut not_done, mut cut) = (0, 0);
     for image in outcomes {
         match &image.status {
+            ImageStatus::Failed(Failure::Stopped(_)) => cut += 1,
             ImageStatus::Failed(reason) => match &image.target {
                 Some(t) => crate::error!("{} → {t}: {reason}", image.source),
                 None => crate::error!("{}: {reason}", image.source),
@@ -174,6 +175,9 @@ pub fn report_failures(outcomes: &[ImageOutcome]) {
             ImageStatus::NotDone(_) => not_done += 1,
             ImageStatus::Copied | ImageStatus::Skipped => {}
         }
+    }
+    if cut > 0 {
+        crate::note!("{cut} images were in progress when the run stopped");
     }
     if not_done > 0 {
         crate::note!("{not_done} images not attempted: the run stopped first");

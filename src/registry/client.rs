@@ -310,7 +310,9 @@ impl Client {
                     loggable(url),
                     r.status().as_u16()
                 );
-                self.health.answered();
+                if r.status().as_u16() < 500 {
+                    self.health.answered();
+                }
                 Ok(r)
             }
             Err(_) if self.stop.is_stopping() => Err(RegistryError::Stopped),
@@ -353,7 +355,10 @@ impl Client {
                 return Err(error);
             }
             let last = retry >= self.retries;
-            if matches!(error, RegistryError::Transport { .. }) {
+            // A gateway in front of a dead registry answers 502/503: that is no answer either.
+            let no_answer = matches!(error, RegistryError::Transport { .. })
+                || error.status().is_some_and(|s| s >= 500);
+            if no_answer {
                 let (_, in_a_row) = self.health.failed();
                 if error.is_timeout() || last || in_a_row >= FAILURES_TOGETHER {
                     self.confirm_alive(&error)?;
@@ -377,8 +382,9 @@ impl Client {
         }
     }
 
-    /// Pings `/v2/` (three tries over a few seconds) after transport failures: any HTTP answer means
-    /// the destination is there and the caller may retry; none means it is gone, for every caller.
+    /// Pings `/v2/` (three tries over a few seconds) after failures that look like no answer: an
+    /// answer below 500 means the destination is there and the caller may retry; none (or only
+    /// gateway errors) means it is gone, for every caller.
     fn confirm_alive(&self, error: &RegistryError) -> Result<(), RegistryError> {
         let mut pinged = self.health.pinged.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(gone) = self.health.gone.get() {
@@ -394,12 +400,13 @@ impl Client {
                 return Err(RegistryError::Stopped);
             }
             match self.send_once("GET", &url, &[], None, SendBody::none(), true) {
-                Ok(response) => {
+                Ok(response) if response.status().as_u16() < 500 => {
                     drain(response);
                     *pinged = Some(Instant::now());
                     crate::debug!("{url} answers; the failure was not the destination's death");
                     return Ok(());
                 }
+                Ok(response) => last = error_from("GET", &url, response).to_string(),
                 Err(RegistryError::Stopped) => return Err(RegistryError::Stopped),
                 Err(e) => last = e.to_string(),
             }
@@ -413,9 +420,9 @@ impl Client {
             .unwrap_or_else(SystemTime::now);
         let detail = match error {
             RegistryError::Transport { error, .. } => error.clone(),
-            other => other.to_string(),
+            other => format!("{}", Brief(other)),
         };
-        crate::debug!("ping of {url} failed: {last}");
+        crate::debug!("ping of {url} failed too: {last}");
         let gone = if error.is_timeout() {
             Fatal::Stalled {
                 destination: self.host.clone(),

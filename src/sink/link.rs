@@ -92,14 +92,21 @@ impl LinkError {
                     message: self.to_string(),
                 })
             }
-            LinkError::Write { path, error } => match error.raw_os_error() {
-                Some(nix::libc::ENOSPC | nix::libc::EDQUOT) => Some(Fatal::DiskFull {
-                    path: path.clone(),
-                    error: error.to_string(),
-                    free: free_space(path),
-                    needed: None,
-                }),
-                Some(nix::libc::EROFS) => Some(Fatal::Output {
+            // By kind, not errno: tempfile wraps its errors with the path, keeping only the kind.
+            LinkError::Write { path, error } => match error.kind() {
+                kind @ (io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) => {
+                    Some(Fatal::DiskFull {
+                        path: parent(path).to_path_buf(),
+                        error: if kind == io::ErrorKind::StorageFull {
+                            "no space left on device".to_string()
+                        } else {
+                            "disk quota exceeded".to_string()
+                        },
+                        free: free_space(path),
+                        needed: None,
+                    })
+                }
+                io::ErrorKind::ReadOnlyFilesystem => Some(Fatal::Output {
                     message: self.to_string(),
                 }),
                 _ => None,
