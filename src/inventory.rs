@@ -82,13 +82,15 @@ impl Image {
         self.blobs.iter().map(|b| b.size).sum()
     }
 
-    /// `repo:tag`, or `repo@digest` for an untagged manifest: the failed-list form.
+    /// `repo:tag`, or `repo@digest` for an untagged manifest: the failed-list form (quoted when a
+    /// name from a damaged tree holds a control character, see [`crate::names::list_line`]).
     pub fn reference(&self) -> String {
-        match (&self.tag, &self.digest) {
+        let raw = match (&self.tag, &self.digest) {
             (Some(tag), _) => format!("{}:{tag}", self.repository),
             (None, Some(d)) => format!("{}@{d}", self.repository),
             (None, None) => self.repository.clone(),
-        }
+        };
+        crate::names::list_line(&raw).into_owned()
     }
 
     /// One line summing up the problems.

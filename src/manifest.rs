@@ -93,9 +93,11 @@ pub struct Platform {
 
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
+        // Read from a manifest: a control character in it must not break a line of output.
+        let show = crate::names::escape_controls;
+        write!(f, "{}/{}", show(&self.os), show(&self.architecture))?;
         match &self.variant {
-            Some(v) if !v.is_empty() => write!(f, "/{v}"),
+            Some(v) if !v.is_empty() => write!(f, "/{}", show(v)),
             _ => Ok(()),
         }
     }

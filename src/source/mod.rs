@@ -1,5 +1,6 @@
 //! Sources of images: what the copy engine reads from (a storage tree today).
 
+pub mod beneath;
 pub mod storage_tree;
 
 use std::path::{Path, PathBuf};
