@@ -78,7 +78,7 @@ YML
     exit 2
 }
 
-# wait_exit PID T0: waits for ferry (at most LIMIT s), prints "<seconds> s, exit <code>".
+# wait_exit PID T0: waits for ferry (at most LIMIT s); sets RESULT to "<seconds> s, exit <code>".
 wait_exit() {
     local pid=$1 t0=$2 code=0
     for _ in $(seq $((LIMIT * 10))); do
@@ -88,31 +88,33 @@ wait_exit() {
     if kill -0 "$pid" 2>/dev/null; then
         kill -9 "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
-        echo "still running after ${LIMIT} s (stopped by the benchmark)"
+        RESULT="still running after ${LIMIT} s (stopped by the benchmark)"
         return
     fi
     wait "$pid" || code=$?
-    echo "$(since "$t0") s, exit $code"
+    RESULT="$(since "$t0") s, exit $code"
 }
 
 case_kill() {
     "$TESTKIT" generate --out "$WORK/kill-tree" --scenario bulk --seed 1 --repositories 50 \
-        --tags-per-repo 5 --tmpdir "$BENCH_TMPDIR" --registry-log-level error >/dev/null
+        --tags-per-repo 5 --tmpdir "$BENCH_TMPDIR" --registry-log-level error >/dev/null 2>&1
     start_registry kill-dest
     "$FERRY" push "$WORK/kill-tree" -d "http://$REG" -o "$WORK/kill-failed.txt" \
         >"$WORK/kill.out" 2>"$WORK/kill.err" &
     local ferry=$!
     until [ "$(find "$WORK/kill-dest/storage" -path '*/current/link' 2>/dev/null | wc -l)" -ge 10 ]; do sleep 0.02; done
     kill -9 "$REG_PID"
+    wait "$REG_PID" 2>/dev/null || true
     local t0
     t0=$(now)
-    echo "kill:   $(wait_exit "$ferry" "$t0"); $(wc -l <"$WORK/kill-failed.txt" 2>/dev/null || echo 0) tags in the failed list"
+    wait_exit "$ferry" "$t0"
+    echo "kill:   $RESULT; $(wc -l <"$WORK/kill-failed.txt" 2>/dev/null || echo 0) tags in the failed list"
 }
 
 case_freeze() {
     "$TESTKIT" generate --out "$WORK/big-tree" --scenario bulk --seed 2 --repositories 1 \
         --tags-per-repo 1 --base-layers 1 --base-layer-kib $((BIG_MIB * 1024)) --unique-layer-kib 1 \
-        --tmpdir "$BENCH_TMPDIR" --registry-log-level error >/dev/null
+        --tmpdir "$BENCH_TMPDIR" --registry-log-level error >/dev/null 2>&1
     start_registry freeze-dest
     "$FERRY" push "$WORK/big-tree" -d "http://$REG" -o "$WORK/freeze-failed.txt" \
         >"$WORK/freeze.out" 2>"$WORK/freeze.err" &
@@ -121,7 +123,8 @@ case_freeze() {
     kill -STOP "$REG_PID"
     local t0
     t0=$(now)
-    echo "freeze: $(wait_exit "$ferry" "$t0")"
+    wait_exit "$ferry" "$t0"
+    echo "freeze: $RESULT"
     kill -CONT "$REG_PID"
 }
 
@@ -142,7 +145,8 @@ while True:
     t0=$(now)
     "$FERRY" push testdata/registry -d "http://127.0.0.1:$port" -o "$WORK/silent-failed.txt" \
         >"$WORK/silent.out" 2>"$WORK/silent.err" &
-    echo "silent: $(wait_exit $! "$t0")"
+    wait_exit $! "$t0"
+    echo "silent: $RESULT"
 }
 
 echo "bench-stop: $FERRY, cases: $CASES" >&2
