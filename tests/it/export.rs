@@ -698,3 +698,38 @@ fn a_folder_that_is_not_a_layout_is_refused_and_left_alone() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("dir layout"), "{}", run.stderr);
 }
+
+#[test]
+fn an_oci_index_json_that_cannot_be_written_fails_the_images_it_lists() {
+    let fx = standard_tree(19);
+    let root = fx.root();
+    let parent = tempfile::tempdir().unwrap();
+    let out = parent.path().join("out");
+    let first = export(root, &out, &["--layout", "oci", "--repo", "alpine"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    // Hand-made damage: alpine's index.json replaced by a folder, so it cannot be rewritten.
+    let index = out.join("alpine/index.json");
+    fs::remove_file(&index).unwrap();
+    fs::create_dir(&index).unwrap();
+    fs::write(index.join("keep"), b"x").unwrap();
+    let run = export(root, &out, &["--layout", "oci"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let alpine: BTreeSet<String> = fx
+        .truth
+        .tags
+        .keys()
+        .filter(|k| k.starts_with("alpine:"))
+        .cloned()
+        .collect();
+    assert_eq!(run.failed, alpine, "{}", run.stderr);
+    for reference in &alpine {
+        let names_it = |l: &str| l.contains(reference.as_str()) && l.contains("index.json");
+        assert!(
+            run.stderr.lines().any(names_it),
+            "{reference}: {}",
+            run.stderr
+        );
+    }
+    // Other repositories' layouts were written.
+    assert!(out.join("ns/sub/index.json").is_file());
+}
