@@ -118,6 +118,10 @@ pub struct RegistryArgs {
     /// Retries of a failed request (connection errors, 5xx, 408, 429), with backoff.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
+    /// Seconds without progress (connecting, reading, writing) before a request is given up and
+    /// retried; a destination that stays silent ends the run. Large uploads are never cut by time.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

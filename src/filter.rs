@@ -40,6 +40,26 @@ impl ImageRef {
         }
     }
 
+    /// Splits `repo:tag` or `repo@digest` without checking the names (a quoted failed-list line:
+    /// the name is the damaged one the tree holds, and must select that image again).
+    pub fn split(s: &str) -> Result<ImageRef, String> {
+        if let Some((repo, digest)) = s.split_once('@') {
+            let digest = Digest::parse(digest).map_err(|e| e.to_string())?;
+            return Ok(ImageRef::Digest {
+                repository: repo.to_string(),
+                digest,
+            });
+        }
+        let slash = s.rfind('/').map_or(0, |i| i + 1);
+        match s[slash..].rfind(':') {
+            Some(i) => Ok(ImageRef::Tag {
+                repository: s[..slash + i].to_string(),
+                tag: s[slash + i + 1..].to_string(),
+            }),
+            None => Err("expected repo:tag or repo@sha256:<hex>".to_string()),
+        }
+    }
+
     pub fn repository(&self) -> &str {
         match self {
             ImageRef::Tag { repository, .. } | ImageRef::Digest { repository, .. } => repository,
@@ -71,7 +91,13 @@ pub fn read_image_list(path: &Path) -> anyhow::Result<Vec<ImageRef>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        match ImageRef::parse(line) {
+        // A quoted line is a name ferry found in a damaged tree: read it back as it was.
+        let parsed = match crate::names::from_list_line(line) {
+            Ok(std::borrow::Cow::Owned(raw)) => ImageRef::split(&raw),
+            Ok(std::borrow::Cow::Borrowed(plain)) => ImageRef::parse(plain),
+            Err(e) => Err(e),
+        };
+        match parsed {
             Ok(r) => out.push(r),
             Err(e) => bail!("{}:{}: {line:?}: {e}", path.display(), n + 1),
         }

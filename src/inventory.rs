@@ -7,14 +7,12 @@ use rayon::prelude::*;
 
 use crate::digest::Digest;
 use crate::filter::{Filters, ImageRef};
-use crate::manifest::{Descriptor, ManifestKind, Platform, RawManifest, config_platform};
+use crate::manifest::{
+    Descriptor, MAX_CONFIG_BYTES, MAX_INDEX_DEPTH, ManifestKind, Platform, RawManifest,
+    config_platform,
+};
 use crate::problem::Problem;
 use crate::source::{BlobFile, ScanOptions, Source, SourceError, Upload};
-
-/// Image configs larger than this are not read for their platform.
-const MAX_CONFIG: u64 = 4 << 20;
-/// Indexes nest at most this deep.
-const MAX_DEPTH: usize = 4;
 
 /// A blob an image needs: a config or a layer, with the role it plays (for messages).
 #[derive(Debug, Clone)]
@@ -28,6 +26,14 @@ pub struct BlobRef {
     pub file: Option<BlobFile>,
 }
 
+/// What one manifest of an image refers to, as indexes into the image's `manifests` and `blobs`
+/// (children and blobs that could be resolved; a blob shared by two children is listed by both).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refs {
+    pub children: Vec<usize>,
+    pub blobs: Vec<usize>,
+}
+
 /// One tag (or untagged manifest) of one repository, resolved as far as the source allows.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -36,6 +42,8 @@ pub struct Image {
     pub digest: Option<Digest>,
     /// Every manifest of the image in push order: children before the index that lists them.
     pub manifests: Vec<Arc<RawManifest>>,
+    /// What each manifest (same order) refers to: the one resolution every consumer reads.
+    pub refs: Vec<Refs>,
     /// Configs and layers of every manifest, each digest once; foreign layers excluded.
     pub blobs: Vec<BlobRef>,
     /// Foreign layers (with `urls`): they may legitimately be absent.
@@ -52,6 +60,7 @@ impl Image {
             tag: tag.map(str::to_string),
             digest,
             manifests: Vec::new(),
+            refs: Vec::new(),
             blobs: Vec::new(),
             foreign: Vec::new(),
             platforms: Vec::new(),
@@ -73,13 +82,15 @@ impl Image {
         self.blobs.iter().map(|b| b.size).sum()
     }
 
-    /// `repo:tag`, or `repo@digest` for an untagged manifest: the failed-list form.
+    /// `repo:tag`, or `repo@digest` for an untagged manifest: the failed-list form (quoted when a
+    /// name from a damaged tree holds a control character, see [`crate::names::list_line`]).
     pub fn reference(&self) -> String {
-        match (&self.tag, &self.digest) {
+        let raw = match (&self.tag, &self.digest) {
             (Some(tag), _) => format!("{}:{tag}", self.repository),
             (None, Some(d)) => format!("{}@{d}", self.repository),
             (None, None) => self.repository.clone(),
-        }
+        };
+        crate::names::list_line(&raw).into_owned()
     }
 
     /// One line summing up the problems.
@@ -315,8 +326,9 @@ pub fn resolve(
     };
     let mut walk = Walk {
         source,
-        seen_blobs: HashSet::new(),
-        seen_manifests: HashSet::new(),
+        blob_index: HashMap::new(),
+        manifest_index: HashMap::new(),
+        visiting: HashSet::new(),
         image: &mut image,
     };
     walk.manifest(top.clone(), "", 0);
@@ -329,7 +341,7 @@ pub fn resolve(
     } else if options.config_platforms
         && matches!(top.kind(), ManifestKind::Docker | ManifestKind::Oci)
         && let Some(config) = top.config()
-        && let Ok(bytes) = source.small_blob(&config.digest, MAX_CONFIG)
+        && let Ok(bytes) = source.small_blob(&config.digest, MAX_CONFIG_BYTES)
         && let Some(p) = config_platform(&bytes)
     {
         image.platforms.push(p);
@@ -339,31 +351,49 @@ pub fn resolve(
 
 struct Walk<'a> {
     source: &'a dyn Source,
-    seen_blobs: HashSet<Digest>,
-    seen_manifests: HashSet<Digest>,
+    /// Blob digest → index in `image.blobs` (`None`: the source lacks it; reported once).
+    blob_index: HashMap<Digest, Option<usize>>,
+    /// Manifest digest → index in `image.manifests`, once resolved.
+    manifest_index: HashMap<Digest, usize>,
+    /// Manifests being resolved (above the current one): a child among them is a loop.
+    visiting: HashSet<Digest>,
     image: &'a mut Image,
 }
 
 impl Walk<'_> {
-    /// Adds `manifest` and everything below it; `context` prefixes problems found in children.
-    fn manifest(&mut self, manifest: Arc<RawManifest>, context: &str, depth: usize) {
-        if !self.seen_manifests.insert(manifest.digest()) {
-            return;
+    /// Adds `manifest` and everything below it, returns its index; `context` prefixes problems
+    /// found in children.
+    fn manifest(&mut self, manifest: Arc<RawManifest>, context: &str, depth: usize) -> usize {
+        let digest = manifest.digest();
+        if let Some(&i) = self.manifest_index.get(&digest) {
+            return i;
         }
+        self.visiting.insert(digest);
+        let mut refs = Refs::default();
         for (i, child) in manifest.manifests().iter().enumerate() {
             let label = match &child.platform {
                 Some(p) => format!("{context}child {} ({p})", child.digest),
                 None => format!("{context}child {} (entry {i})", child.digest),
             };
-            if depth + 1 > MAX_DEPTH {
+            if self.visiting.contains(&child.digest) {
                 self.image.problems.push(Problem::Io {
                     path: self.source.location().to_path_buf(),
-                    error: format!("{label}: indexes nest deeper than {MAX_DEPTH} levels"),
+                    error: format!("{label}: refers back to an index that lists it (a loop)"),
+                });
+                continue;
+            }
+            if depth + 1 > MAX_INDEX_DEPTH {
+                self.image.problems.push(Problem::Io {
+                    path: self.source.location().to_path_buf(),
+                    error: format!("{label}: indexes nest deeper than {MAX_INDEX_DEPTH} levels"),
                 });
                 continue;
             }
             match self.source.manifest(&child.digest) {
-                Ok(m) => self.manifest(Arc::new(m), &format!("{label}: "), depth + 1),
+                Ok(m) => {
+                    let c = self.manifest(Arc::new(m), &format!("{label}: "), depth + 1);
+                    refs.children.push(c);
+                }
                 Err(p) => self.image.problems.push(p.within(label)),
             }
         }
@@ -375,12 +405,28 @@ impl Walk<'_> {
             .map(|(i, l)| (l, format!("layer {}", i + 1)));
         for (descriptor, role) in config.into_iter().chain(layers) {
             let role = format!("{context}{role}");
-            self.blob(descriptor, role, manifest.kind() == ManifestKind::Schema1);
+            let schema1 = manifest.kind() == ManifestKind::Schema1;
+            if let Some(b) = self.blob(descriptor, role, schema1)
+                && !refs.blobs.contains(&b)
+            {
+                refs.blobs.push(b);
+            }
         }
+        self.visiting.remove(&digest);
         self.image.manifests.push(manifest);
+        self.image.refs.push(refs);
+        let i = self.image.manifests.len() - 1;
+        self.manifest_index.insert(digest, i);
+        i
     }
 
-    fn blob(&mut self, descriptor: &Descriptor, role: String, size_from_file: bool) {
+    /// Adds a config or layer once; its index in `image.blobs` when the source has it.
+    fn blob(
+        &mut self,
+        descriptor: &Descriptor,
+        role: String,
+        size_from_file: bool,
+    ) -> Option<usize> {
         if descriptor.is_foreign() {
             if !self
                 .image
@@ -390,22 +436,23 @@ impl Walk<'_> {
             {
                 self.image.foreign.push(descriptor.clone());
             }
-            return;
+            return None;
         }
-        if !self.seen_blobs.insert(descriptor.digest) {
-            return;
+        if let Some(&i) = self.blob_index.get(&descriptor.digest) {
+            return i;
         }
+        self.blob_index.insert(descriptor.digest, None);
         let file = match self.source.blob(&descriptor.digest) {
             Ok(f) => f,
             Err(Problem::MissingBlob { digest, path, .. }) => {
                 self.image
                     .problems
                     .push(Problem::MissingBlob { role, digest, path });
-                return;
+                return None;
             }
             Err(p) => {
                 self.image.problems.push(p.within(role));
-                return;
+                return None;
             }
         };
         if !size_from_file && file.len != descriptor.size {
@@ -428,5 +475,8 @@ impl Walk<'_> {
             role,
             file: Some(file),
         });
+        let i = self.image.blobs.len() - 1;
+        self.blob_index.insert(descriptor.digest, Some(i));
+        Some(i)
     }
 }

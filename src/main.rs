@@ -4,14 +4,13 @@ use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ferry::app::{self, Outcome};
+use ferry::app;
 use ferry::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match app::run(cli) {
-        Ok(Outcome::Done) => ExitCode::SUCCESS,
-        Ok(Outcome::SomeFailed) => ExitCode::from(1),
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             ferry::error!("{e:#}");

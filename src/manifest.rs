@@ -4,6 +4,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 
+/// Manifests larger than this are refused, read from a tree or from a registry (Distribution itself
+/// refuses more than 4 MiB).
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
+/// Indexes nest at most this deep below an image's top manifest.
+pub const MAX_INDEX_DEPTH: usize = 4;
+/// Image configs larger than this are not read for their platform.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 /// Media types ferry recognises.
 pub mod media_type {
     pub const DOCKER_V2: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -85,9 +93,11 @@ pub struct Platform {
 
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
+        // Read from a manifest: a control character in it must not break a line of output.
+        let show = crate::names::escape_controls;
+        write!(f, "{}/{}", show(&self.os), show(&self.architecture))?;
         match &self.variant {
-            Some(v) if !v.is_empty() => write!(f, "/{v}"),
+            Some(v) if !v.is_empty() => write!(f, "/{}", show(v)),
             _ => Ok(()),
         }
     }

@@ -1,4 +1,7 @@
-//! Repository and tag name grammar (Distribution's reference grammar), checked before names are used.
+//! Repository and tag name grammar (Distribution's reference grammar), checked before names are
+//! used, and how names from a damaged tree are written so they never break a line.
+
+use std::borrow::Cow;
 
 /// Checks a repository name: `/`-separated components of `[a-z0-9]+` joined by `.`, `_`, `__` or `-+`.
 pub fn check_repository(name: &str) -> Result<(), String> {
@@ -60,9 +63,82 @@ pub fn check_tag(tag: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A reference (`repo:tag`) as a line of an image list, a failed list or a message: as is when it
+/// is plain printable text, else a JSON string (`"repo:ta\\ng"`), so a name with a newline, a tab
+/// or a quote never breaks a line and `--images` reads back exactly what was written.
+pub fn list_line(reference: &str) -> Cow<'_, str> {
+    let plain = !reference.is_empty()
+        && reference
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && c != '"' && c != '\\');
+    if plain {
+        Cow::Borrowed(reference)
+    } else {
+        Cow::Owned(serde_json::to_string(reference).expect("a string serialises"))
+    }
+}
+
+/// Reads back a line written by [`list_line`].
+pub fn from_list_line(line: &str) -> Result<Cow<'_, str>, String> {
+    if line.starts_with('"') {
+        serde_json::from_str::<String>(line)
+            .map(Cow::Owned)
+            .map_err(|e| format!("not a valid quoted reference: {e}"))
+    } else {
+        Ok(Cow::Borrowed(line))
+    }
+}
+
+/// Text for a message with control characters escaped (`\\n`, `\\t`, `\\u{1b}`), the rest as is:
+/// a name read from a damaged tree cannot break a line of output.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A path for a message, escaped like [`escape_controls`] (and lossy where it is not UTF-8).
+pub fn shown(path: &std::path::Path) -> String {
+    escape_controls(&path.to_string_lossy()).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn odd_names_are_quoted_and_read_back() {
+        for plain in ["alpine:3.19", "org/team/app@sha256:abc"] {
+            assert_eq!(list_line(plain), plain);
+        }
+        for odd in [
+            "ns/app:bad\ntag",
+            "a:b\tc",
+            "a:\"q\"",
+            "a:b\\c",
+            "a: b",
+            "a:\u{7f}",
+        ] {
+            let line = list_line(odd);
+            assert!(line.starts_with('"'), "{line}");
+            assert!(!line.contains('\n') && !line.contains('\t'), "{line}");
+            assert_eq!(from_list_line(&line).unwrap(), odd);
+        }
+        assert_eq!(escape_controls("a\nb\tc\u{1b}"), "a\\nb\\tc\\u{1b}");
+        assert_eq!(escape_controls("plain/name"), "plain/name");
+        assert!(from_list_line("\"unterminated").is_err());
+    }
 
     #[test]
     fn repository_grammar() {

@@ -4,36 +4,48 @@ use std::path::PathBuf;
 
 use crate::digest::{Digest, DigestError};
 use crate::manifest::ManifestError;
+use crate::names::{escape_controls, shown};
 
 /// A per-image problem. It fails that image only; the run goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Problem {
-    #[error("damaged link {path}: {error}")]
+    #[error("damaged link {}: {error}", shown(path))]
     BadLink { path: PathBuf, error: DigestError },
-    #[error("missing link {path}")]
+    #[error("missing link {}", shown(path))]
     MissingLink { path: PathBuf },
-    #[error("manifest {digest} is missing: {path} does not exist")]
+    #[error("manifest {digest} is missing: {} does not exist", shown(path))]
     MissingManifest { digest: Digest, path: PathBuf },
-    #[error("manifest {digest} is corrupt: {path} ({len} bytes) hashes to {found}")]
+    #[error(
+        "manifest {digest} is corrupt: {} ({len} bytes) hashes to {found}",
+        shown(path)
+    )]
     CorruptManifest {
         digest: Digest,
         path: PathBuf,
         found: Digest,
         len: u64,
     },
-    #[error("manifest {digest} cannot be used ({path}): {error}")]
+    #[error("manifest {digest} cannot be used ({}): {error}", shown(path))]
     BadManifest {
         digest: Digest,
         path: PathBuf,
         error: ManifestError,
     },
-    #[error("{role} blob {digest} is missing: {path} does not exist")]
+    #[error(
+        "{} blob {digest} is missing: {} does not exist",
+        escape_controls(role),
+        shown(path)
+    )]
     MissingBlob {
         role: String,
         digest: Digest,
         path: PathBuf,
     },
-    #[error("{role} blob {digest} has {found} bytes where the manifest says {expected}: {path}")]
+    #[error(
+        "{} blob {digest} has {found} bytes where the manifest says {expected}: {}",
+        escape_controls(role),
+        shown(path)
+    )]
     BlobSize {
         role: String,
         digest: Digest,
@@ -41,18 +53,24 @@ pub enum Problem {
         expected: u64,
         found: u64,
     },
-    #[error("blob {digest} is corrupt: {path} hashes to {found} ({len} bytes)")]
+    #[error(
+        "blob {digest} is corrupt: {} hashes to {found} ({len} bytes)",
+        shown(path)
+    )]
     CorruptBlob {
         digest: Digest,
         path: PathBuf,
         found: Digest,
         len: u64,
     },
-    #[error("{path} is a symbolic link; ferry does not follow links inside a storage tree")]
+    #[error(
+        "{} is a symbolic link; ferry does not follow links inside a storage tree",
+        shown(path)
+    )]
     Symlink { path: PathBuf },
-    #[error("cannot read {path}: {error}")]
+    #[error("cannot read {}: {error}", shown(path))]
     Io { path: PathBuf, error: String },
-    #[error("invalid {what} name {name:?} ({path})")]
+    #[error("invalid {what} name {name:?} ({})", shown(path))]
     BadName {
         what: &'static str,
         name: String,
@@ -60,7 +78,7 @@ pub enum Problem {
     },
     #[error("not found in the source tree")]
     NotInSource,
-    #[error("{context}: {inner}")]
+    #[error("{}: {inner}", escape_controls(context))]
     Within {
         context: String,
         inner: Box<Problem>,

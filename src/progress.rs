@@ -112,6 +112,11 @@ impl Progress {
         }
     }
 
+    /// The bytes the run expects to move (an estimate).
+    pub fn bytes_total(&self) -> u64 {
+        self.bytes_total
+    }
+
     pub fn bytes_done(&self) -> u64 {
         self.bytes_done.load(Ordering::Relaxed)
     }

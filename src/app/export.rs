@@ -11,8 +11,9 @@ use serde::Serialize;
 
 use super::Outcome;
 use crate::cli::{ExportArgs, GlobalArgs};
-use crate::engine::{self, ImageStatus, RunCounts, RunResult};
+use crate::engine::{self, Copy, CopyCounts, Fatal, ImageOutcome};
 use crate::inventory::Image;
+use crate::note;
 use crate::progress::Progress;
 use crate::report::{write_json_file, write_lines_file};
 use crate::sink::dir_layout::DirLayout;
@@ -20,7 +21,6 @@ use crate::sink::layout::{FileTotals, Layout, prepare_out};
 use crate::sink::link::{Ladder, LinkMode};
 use crate::sink::oci_layout::OciLayout;
 use crate::source::StorageTree;
-use crate::{error, note};
 
 #[derive(Serialize)]
 struct ExportReport<'a> {
@@ -31,10 +31,11 @@ struct ExportReport<'a> {
     link: LinkMode,
     verify: bool,
     elapsed_seconds: f64,
-    counts: &'a RunCounts,
+    counts: &'a CopyCounts,
     files: &'a FileTotals,
-    fatal: &'a Option<String>,
-    images: &'a [engine::ImageOutcome],
+    /// Why the run stopped early, when it did.
+    stopped: Option<String>,
+    images: &'a [ImageOutcome],
 }
 
 pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
@@ -67,26 +68,31 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         images.len() as u64,
         bytes_to_place(images, args.layout),
     );
+    let stop = super::stop_switch();
+    let order = engine::plan_order(images);
     let jobs = usize::from(args.jobs);
-    let (result, files) = match args.layout {
+    let (mut run, files) = match args.layout {
         Layout::Dir => {
             let sink = DirLayout::new(out.clone(), &tree, ladder);
-            let result = engine::run(&sink, images, jobs, &progress);
-            (result, sink.totals())
+            let run = engine::run(&Copy::new(&sink), images, &order, jobs, &progress, &stop);
+            (run, sink.totals())
         }
         Layout::Oci => {
             let repositories = images.iter().map(|i| i.repository.clone());
             let sink = OciLayout::new(out.clone(), &tree, ladder, repositories);
-            let result = engine::run(&sink, images, jobs, &progress);
-            (result, sink.totals())
+            let run = engine::run(&Copy::new(&sink), images, &order, jobs, &progress, &stop);
+            (run, sink.totals())
         }
     };
     progress.finish();
+    if let Some(Fatal::DiskFull { needed, .. }) = &mut run.stopped {
+        *needed = Some(progress.bytes_total().saturating_sub(progress.bytes_done()));
+    }
     let elapsed = progress.elapsed();
-    let counts = result.counts();
+    let counts = CopyCounts::of(&run.outcomes);
 
-    report_failures(&result);
-    let failed = result.failed_list();
+    super::report_failures(&run.outcomes);
+    let failed = run.failed_list();
     write_lines_file(&args.failed_list, &failed)?;
     if let Some(path) = &global.report {
         write_json_file(
@@ -101,13 +107,18 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
                 elapsed_seconds: elapsed.as_secs_f64(),
                 counts: &counts,
                 files: &files,
-                fatal: &result.fatal,
-                images: &result.images,
+                stopped: run.stopped.as_ref().map(Fatal::to_string),
+                images: &run.outcomes,
             },
         )?;
     }
     note!("{}", summary(&counts, &files, elapsed));
-    super::finish_run("export", &failed, &args.failed_list, result.fatal)
+    Ok(super::finish_run(
+        "export",
+        &failed,
+        &args.failed_list,
+        run.stopped.as_ref(),
+    ))
 }
 
 /// The folder a storage tree lives in: the root holding `docker/registry/v2`, else the v2 folder itself.
@@ -201,23 +212,13 @@ fn bytes_to_place(images: &[Image], layout: Layout) -> u64 {
     }
 }
 
-fn report_failures(result: &RunResult) {
-    for image in &result.images {
-        if let ImageStatus::Failed(reason) = &image.status {
-            match &image.target {
-                Some(t) => error!("{} → {t}: {reason}", image.source),
-                None => error!("{}: {reason}", image.source),
-            }
-        }
-    }
-}
-
-fn summary(c: &RunCounts, f: &FileTotals, elapsed: Duration) -> String {
+fn summary(c: &CopyCounts, f: &FileTotals, elapsed: Duration) -> String {
     format!(
-        "images: {} exported, {} already there, {} failed; files: {} hard-linked, {} reflinked, {} copied, {} already right; {} written in {:.1} s",
+        "images: {} exported, {} already there, {} failed{}; files: {} hard-linked, {} reflinked, {} copied, {} already right; {} written in {:.1} s",
         c.copied,
         c.skipped,
         c.failed,
+        super::push::not_done(c),
         f.linked,
         f.reflinked,
         f.copied,

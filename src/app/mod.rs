@@ -6,24 +6,38 @@ pub mod push;
 pub mod validate;
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::cli::{Cli, Command, FilterArgs, MappingArgs, RegistryArgs};
 use crate::destination::Mapping;
+use crate::engine::{Failure, Fatal, ImageOutcome, ImageStatus, Stop};
 use crate::filter::{Filters, read_image_list};
 use crate::inventory::{Inventory, InventoryOptions};
 use crate::registry::credentials::read_password_stdin;
 use crate::registry::{Client, ClientOptions, CredentialOptions, Endpoint};
 use crate::source::StorageTree;
 
-/// How a run ended when it could run at all (exit 0 or 1; errors are exit 2).
+/// How a run ended when it could run at all (errors before it could start are exit 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Everything selected was done.
+    /// Everything selected was done (exit 0).
     Done,
-    /// Some images failed; they are named in the failed list or output.
+    /// Some images failed; they are named in the failed list or output (exit 1).
     SomeFailed,
+    /// The run stopped early; the cause was said once (exit 2, or 128 + signal).
+    Stopped { code: u8 },
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Done => 0,
+            Outcome::SomeFailed => 1,
+            Outcome::Stopped { code } => code,
+        }
+    }
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
@@ -47,8 +61,19 @@ pub fn open_source(path: &Path) -> anyhow::Result<StorageTree> {
     StorageTree::open(path).with_context(|| format!("cannot use source {}", path.display()))
 }
 
+/// The run's stop switch, with SIGINT/SIGTERM wired to it.
+pub fn stop_switch() -> Stop {
+    let stop = Stop::new();
+    if let Err(e) = stop.on_signals() {
+        crate::warn!(
+            "cannot catch SIGINT/SIGTERM ({e}); an interrupted run will not write its failed list"
+        );
+    }
+    stop
+}
+
 /// Resolves the destination, its credentials and TLS options, and connects (ping + credential check).
-pub fn connect(args: &RegistryArgs, jobs: usize) -> anyhow::Result<Client> {
+pub fn connect(args: &RegistryArgs, jobs: usize, stop: &Stop) -> anyhow::Result<Client> {
     let endpoint = Endpoint::parse(&args.destination, args.tls_verify)?;
     let mut options = CredentialOptions::from_env();
     options.username = args.username.clone();
@@ -71,7 +96,9 @@ pub fn connect(args: &RegistryArgs, jobs: usize) -> anyhow::Result<Client> {
         ca_cert: args.ca_cert.clone(),
         credentials,
         retries: args.retries,
+        timeout: Duration::from_secs(args.timeout.max(1)),
         connections: jobs,
+        stop: stop.clone(),
     })
     .with_context(|| format!("cannot use destination {host}"))
 }
@@ -105,27 +132,54 @@ pub fn images_to_move(
     Ok(inventory)
 }
 
-/// The end of a copy run: points at the failed list, turns a stop into exit 2, else 0 or 1.
+/// The end of a run: points at the failed list, says once why the run stopped, and gives the
+/// exit code (0 all done, 1 some failed, 2 or 128 + signal when it stopped).
 pub fn finish_run(
     verb: &str,
     failed: &[String],
     failed_list: &Path,
-    fatal: Option<String>,
-) -> anyhow::Result<Outcome> {
+    stopped: Option<&Fatal>,
+) -> Outcome {
     if !failed.is_empty() {
         crate::note!(
-            "{} failed images listed in {} (retry with --images {})",
+            "{} images listed in {} (retry them with --images {})",
             failed.len(),
             failed_list.display(),
             failed_list.display()
         );
     }
-    if let Some(fatal) = fatal {
-        anyhow::bail!("{verb} stopped: {fatal}");
+    if let Some(cause) = stopped {
+        crate::error!("{verb} stopped: {cause}");
+        return Outcome::Stopped {
+            code: cause.exit_code(),
+        };
     }
-    Ok(if failed.is_empty() {
+    if failed.is_empty() {
         Outcome::Done
     } else {
         Outcome::SomeFailed
-    })
+    }
+}
+
+/// One error line per image that failed on its own; images the run stopped before or during
+/// are counted in one line each (their cause is said once, by `finish_run`).
+pub fn report_failures(outcomes: &[ImageOutcome]) {
+    let (mut not_done, mut cut) = (0, 0);
+    for image in outcomes {
+        match &image.status {
+            ImageStatus::Failed(Failure::Stopped(_)) => cut += 1,
+            ImageStatus::Failed(reason) => match &image.target {
+                Some(t) => crate::error!("{} → {t}: {reason}", image.source),
+                None => crate::error!("{}: {reason}", image.source),
+            },
+            ImageStatus::NotDone(_) => not_done += 1,
+            ImageStatus::Copied | ImageStatus::Skipped => {}
+        }
+    }
+    if cut > 0 {
+        crate::note!("{cut} images were in progress when the run stopped");
+    }
+    if not_done > 0 {
+        crate::note!("{not_done} images not attempted: the run stopped first");
+    }
 }

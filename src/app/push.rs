@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::Outcome;
 use crate::cli::{GlobalArgs, PushArgs};
 use crate::destination::{Mapping, project_of};
-use crate::engine::{self, ImageStatus, RunCounts, RunResult};
+use crate::engine::{self, Copy, CopyCounts, Fatal, ImageOutcome, ImageStatus};
 use crate::inventory::Inventory;
 use crate::progress::Progress;
 use crate::registry::harbor::{self, ProjectStatus};
@@ -26,22 +26,19 @@ struct PushReport<'a> {
     harbor: bool,
     dry_run: bool,
     elapsed_seconds: f64,
-    counts: &'a RunCounts,
+    counts: &'a CopyCounts,
     projects: &'a BTreeMap<String, Result<ProjectStatus, String>>,
-    fatal: &'a Option<String>,
-    images: &'a [engine::ImageOutcome],
+    /// Why the run stopped early, when it did.
+    stopped: Option<String>,
+    images: &'a [ImageOutcome],
 }
 
 pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let filters = super::filters(&args.filters)?.with_shard(args.shard);
     let tree = super::open_source(&args.source)?;
-    let client = super::connect(&args.registry, usize::from(args.jobs))?;
-    let harbor = harbor::detect(&client).unwrap_or_else(|e| {
-        crate::debug!(
-            "Harbor detection failed ({e}); treating the destination as a plain registry"
-        );
-        false
-    });
+    let stop = super::stop_switch();
+    let client = super::connect(&args.registry, usize::from(args.jobs), &stop)?;
+    let harbor = harbor::detect(&client);
     let mapping = super::mapping(&args.mapping);
     let inventory = super::images_to_move(&tree, &filters, args.untagged)?;
     note!(
@@ -70,23 +67,25 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         totals.unique_bytes,
     );
     let sink = RegistrySink::new(&client, mapping, harbor, args.dry_run, broken_projects);
-    let result = engine::run(&sink, &inventory.images, usize::from(args.jobs), &progress);
+    let images = &inventory.images;
+    let order = engine::plan_order(images);
+    let run = engine::run(
+        &Copy::new(&sink),
+        images,
+        &order,
+        usize::from(args.jobs),
+        &progress,
+        &stop,
+    );
     progress.finish();
     let elapsed = progress.elapsed();
-    let counts = result.counts();
+    let counts = CopyCounts::of(&run.outcomes);
 
     if args.dry_run {
-        print_plan(&result)?;
+        print_plan(&run.outcomes)?;
     }
-    for image in result.images.iter() {
-        if let ImageStatus::Failed(reason) = &image.status {
-            match &image.target {
-                Some(t) => error!("{} → {t}: {reason}", image.source),
-                None => error!("{}: {reason}", image.source),
-            }
-        }
-    }
-    let failed = result.failed_list();
+    super::report_failures(&run.outcomes);
+    let failed = run.failed_list();
     write_lines_file(&args.failed_list, &failed)?;
     if let Some(path) = &global.report {
         write_json_file(
@@ -100,13 +99,18 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
                 elapsed_seconds: elapsed.as_secs_f64(),
                 counts: &counts,
                 projects: &projects,
-                fatal: &result.fatal,
-                images: &result.images,
+                stopped: run.stopped.as_ref().map(Fatal::to_string),
+                images: &run.outcomes,
             },
         )?;
     }
     note!("{}", summary(&counts, args.dry_run, elapsed));
-    super::finish_run("push", &failed, &args.failed_list, result.fatal)
+    Ok(super::finish_run(
+        "push",
+        &failed,
+        &args.failed_list,
+        run.stopped.as_ref(),
+    ))
 }
 
 /// Creates (or, in a dry run, checks) the Harbor projects the selected images need.
@@ -148,10 +152,10 @@ fn ensure_projects(
     Ok(out)
 }
 
-fn print_plan(result: &RunResult) -> anyhow::Result<()> {
+fn print_plan(outcomes: &[ImageOutcome]) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for image in &result.images {
+    for image in outcomes {
         let target = image.target.as_deref().unwrap_or("-");
         match &image.status {
             ImageStatus::Skipped => {
@@ -159,6 +163,9 @@ fn print_plan(result: &RunResult) -> anyhow::Result<()> {
             }
             ImageStatus::Failed(reason) => {
                 writeln!(out, "fail  {} → {target}: {reason}", image.source)?
+            }
+            ImageStatus::NotDone(cause) => {
+                writeln!(out, "stop  {} → {target}: {cause}", image.source)?
             }
             ImageStatus::Copied => {
                 let mut upload = (0, 0u64);
@@ -188,7 +195,7 @@ fn print_plan(result: &RunResult) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn summary(c: &RunCounts, dry_run: bool, elapsed: std::time::Duration) -> String {
+fn summary(c: &CopyCounts, dry_run: bool, elapsed: std::time::Duration) -> String {
     let blobs = |a: BlobAction| c.blobs.get(&a).copied().unwrap_or(0);
     let secs = elapsed.as_secs_f64().max(0.001);
     let (pushed, uploaded, sent) = if dry_run {
@@ -197,10 +204,11 @@ fn summary(c: &RunCounts, dry_run: bool, elapsed: std::time::Duration) -> String
         ("pushed", "uploaded", "sent")
     };
     format!(
-        "images: {} {pushed}, {} skipped, {} failed; blobs: {} {uploaded}, {} mounted, {} already there; {} {sent} in {:.1} s ({}/s)",
+        "images: {} {pushed}, {} skipped, {} failed{}; blobs: {} {uploaded}, {} mounted, {} already there; {} {sent} in {:.1} s ({}/s)",
         c.copied,
         c.skipped,
         c.failed,
+        not_done(c),
         blobs(BlobAction::Uploaded),
         blobs(BlobAction::Mounted),
         blobs(BlobAction::Present),
@@ -208,4 +216,13 @@ fn summary(c: &RunCounts, dry_run: bool, elapsed: std::time::Duration) -> String
         secs,
         HumanBytes((c.bytes_written as f64 / secs) as u64)
     )
+}
+
+/// ", N not attempted" when the run stopped before some images.
+pub fn not_done(c: &CopyCounts) -> String {
+    if c.not_done == 0 {
+        String::new()
+    } else {
+        format!(", {} not attempted", c.not_done)
+    }
 }

@@ -6,9 +6,10 @@ use serde::Serialize;
 
 use super::Outcome;
 use crate::cli::{GlobalArgs, ValidateArgs, ValidateFormat};
+use crate::engine::{self, Fatal};
 use crate::progress::Progress;
 use crate::report::{write_json_file, write_lines_file};
-use crate::validate::{self, Checker, Counts, Options, PlatformSelection, Status, Verdict};
+use crate::validate::{Checker, Counts, Options, PlatformSelection, Status, Verdict};
 use crate::{error, note, warn};
 
 #[derive(Serialize)]
@@ -21,7 +22,8 @@ struct ValidateReport<'a> {
     elapsed_seconds: f64,
     requests: usize,
     counts: &'a Counts,
-    fatal: &'a Option<String>,
+    /// Why the run stopped early, when it did.
+    stopped: Option<String>,
     images: &'a [Verdict],
 }
 
@@ -30,7 +32,8 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
     let platforms = PlatformSelection::new(&args.arch, &args.os)?;
     let tree = super::open_source(&args.source)?;
     let jobs = usize::from(args.jobs);
-    let client = super::connect(&args.registry, jobs)?;
+    let stop = super::stop_switch();
+    let client = super::connect(&args.registry, jobs, &stop)?;
     let mapping = super::mapping(&args.mapping);
     let inventory = super::images_to_move(&tree, &filters, false)?;
     note!(
@@ -52,22 +55,31 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
         platforms: platforms.clone(),
     };
     let checker = Checker::new(&client, mapping, options);
-    let result = validate::run(&checker, &inventory.images, jobs, &progress);
+    let images = &inventory.images;
+    let run = engine::run(
+        &checker,
+        images,
+        &engine::in_order(images),
+        jobs,
+        &progress,
+        &stop,
+    );
     progress.finish();
     let elapsed = progress.elapsed();
-    let counts = result.counts();
+    let counts = Counts::of(&run.outcomes);
+    let requests = checker.requests();
 
     match args.format {
         ValidateFormat::Json => {
             let stdout = io::stdout();
             let mut out = io::BufWriter::new(stdout.lock());
-            serde_json::to_writer_pretty(&mut out, &result.verdicts)?;
+            serde_json::to_writer_pretty(&mut out, &run.outcomes)?;
             writeln!(out)?;
             out.flush()?;
         }
-        ValidateFormat::Table => write_table(&result.verdicts)?,
+        ValidateFormat::Table => write_table(&run.outcomes)?,
     }
-    for v in &result.verdicts {
+    for v in &run.outcomes {
         if v.status == Status::SourceProblem {
             warn!("{}: {}", v.source, v.summary());
         }
@@ -90,7 +102,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
             );
         }
     }
-    let failed = result.failed_list();
+    let failed = run.failed_list();
     write_lines_file(&args.failed_list, &failed)?;
     if let Some(path) = &global.report {
         write_json_file(
@@ -102,35 +114,25 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
                 platforms: platforms.to_string(),
                 shallow: args.shallow,
                 elapsed_seconds: elapsed.as_secs_f64(),
-                requests: result.requests,
+                requests,
                 counts: &counts,
-                fatal: &result.fatal,
-                images: &result.verdicts,
+                stopped: run.stopped.as_ref().map(Fatal::to_string),
+                images: &run.outcomes,
             },
         )?;
     }
-    note!("{}", summary(&counts, result.requests, elapsed));
-    if !failed.is_empty() {
-        note!(
-            "{} tags listed in {} (push them again with: ferry push ... --images {})",
-            failed.len(),
-            args.failed_list.display(),
-            args.failed_list.display()
-        );
-    }
+    note!("{}", summary(&counts, requests, elapsed));
     if counts.source_problems > 0 {
         note!(
             "{} tags have source problems (not in the failed list: pushing cannot fix them; `ferry list` shows them)",
             counts.source_problems
         );
     }
-    if let Some(fatal) = result.fatal {
-        anyhow::bail!("validate stopped: {fatal}");
-    }
-    Ok(if counts.passed == counts.tags {
-        Outcome::Done
-    } else {
-        Outcome::SomeFailed
+    let outcome = super::finish_run("validate", &failed, &args.failed_list, run.stopped.as_ref());
+    Ok(match outcome {
+        Outcome::Stopped { .. } => outcome,
+        _ if counts.passed == counts.tags => Outcome::Done,
+        _ => Outcome::SomeFailed,
     })
 }
 

@@ -221,11 +221,7 @@ impl Auth {
             request = request.header("Authorization", basic.expose());
         }
         let started = Instant::now();
-        let response = request.call().map_err(|e| RegistryError::Transport {
-            method: "GET".into(),
-            url: realm.to_string(),
-            error: e.to_string(),
-        })?;
+        let response = request.call().map_err(|e| token_transport(realm, e))?;
         let status = response.status().as_u16();
         crate::debug!(
             "GET {realm} (token{}{}) -> {status} in {} ms",
@@ -238,11 +234,7 @@ impl Auth {
             .with_config()
             .limit(1 << 20)
             .read_to_vec()
-            .map_err(|e| RegistryError::Transport {
-                method: "GET".into(),
-                url: realm.to_string(),
-                error: e.to_string(),
-            })?;
+            .map_err(|e| token_transport(realm, e))?;
         if status == 401 || status == 403 {
             return Err(RegistryError::Auth(format!(
                 "the token service {realm} refused {}: {status}",
@@ -291,6 +283,16 @@ impl Auth {
             self.fetch_token(agent, &realm, service.as_deref(), &[])?;
         }
         Ok(())
+    }
+}
+
+/// A token request that got no answer (retried by the caller like any other request).
+fn token_transport(realm: &str, e: ureq::Error) -> RegistryError {
+    RegistryError::Transport {
+        method: "GET".into(),
+        url: realm.to_string(),
+        timeout: matches!(e, ureq::Error::Timeout(_)),
+        error: e.to_string(),
     }
 }
 

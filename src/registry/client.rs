@@ -3,8 +3,8 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use ureq::http::{self, Response};
 use ureq::{Body, SendBody};
@@ -12,18 +12,34 @@ use ureq::{Body, SendBody};
 use super::auth::{Auth, Challenge, Scope};
 use super::credentials::{CredentialSource, Credentials};
 use super::endpoint::Endpoint;
-use super::error::RegistryError;
+use super::error::{Brief, RegistryError, retry_after};
 use crate::digest::{Digest, Hasher};
-use crate::manifest::media_type;
+use crate::engine::{Fatal, Stop};
+use crate::manifest::{MAX_MANIFEST_BYTES, media_type};
 use crate::secret::Secret;
+use crate::source::BlobFile;
 
-/// Manifests larger than this are not read back.
-const MAX_MANIFEST: u64 = 16 << 20;
 /// Error bodies are read up to this size.
 const MAX_ERROR_BODY: u64 = 64 << 10;
 const BACKOFF_BASE: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(20);
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+/// Retries of one call stop when the next wait would end later than this after its first try.
+const RETRY_BUDGET: Duration = Duration::from_secs(180);
+/// Connecting never waits longer than this, even with a longer `--timeout`.
+const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(30);
+/// A liveness ping waits at most this long for an answer.
+const PING_TIMEOUT_MAX: Duration = Duration::from_secs(15);
+/// Before each ping of a liveness check: an answer to any of them means the destination is there.
+const PING_PAUSES: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_secs(2),
+    Duration::from_secs(5),
+];
+/// A ping answered this recently stands for the destination being there.
+const PING_FRESH: Duration = Duration::from_secs(5);
+/// Transport failures in a row, over all workers, that make the next one check liveness first.
+const FAILURES_TOGETHER: u32 = 3;
 
 /// How to reach and authenticate to a registry.
 #[derive(Debug, Clone)]
@@ -34,8 +50,12 @@ pub struct ClientOptions {
     pub credentials: Option<(Credentials, CredentialSource)>,
     /// Retries of a failed request (connection errors, 5xx, 408, 429).
     pub retries: u32,
+    /// No progress for this long fails a request (`--timeout`).
+    pub timeout: Duration,
     /// Connections kept open (sized to the number of workers).
     pub connections: usize,
+    /// The run's stop switch: retry waits and uploads end when it is set.
+    pub stop: Stop,
 }
 
 /// What a `HEAD` of a manifest tells.
@@ -96,6 +116,10 @@ pub struct Client {
     agent: ureq::Agent,
     auth: Auth,
     retries: u32,
+    /// No progress for this long fails a request (connect, each read, each write).
+    timeout: Duration,
+    health: Health,
+    stop: Stop,
 }
 
 impl std::fmt::Debug for Client {
@@ -104,6 +128,31 @@ impl std::fmt::Debug for Client {
             .field("base", &self.base)
             .field("auth", &self.auth)
             .finish_non_exhaustive()
+    }
+}
+
+/// What the workers of a run learn together about whether the destination is still there.
+#[derive(Default)]
+struct Health {
+    /// Transport failures in a row (any worker, any request) since the last answer, and when the first came.
+    failing: Mutex<Option<(SystemTime, u32)>>,
+    /// When a ping last got an answer. Held while pinging, so concurrent callers wait for that answer.
+    pinged: Mutex<Option<Instant>>,
+    /// Set once the destination is found gone: every later call fails with it at once.
+    gone: OnceLock<Fatal>,
+}
+
+impl Health {
+    fn answered(&self) {
+        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Records one transport failure; returns how many came in a row and since when.
+    fn failed(&self) -> (SystemTime, u32) {
+        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = failing.get_or_insert((SystemTime::now(), 0));
+        entry.1 += 1;
+        *entry
     }
 }
 
@@ -123,17 +172,25 @@ impl Client {
                     !options.tls_verify,
                 ),
                 retries: options.retries,
+                timeout: options.timeout,
+                health: Health::default(),
+                stop: options.stop.clone(),
             };
             // Only the last scheme to try gets retries: an https probe of a plain-HTTP registry fails fast.
             let last = i + 1 == options.endpoint.schemes.len();
-            match client.ping(last) {
+            let probed = if last {
+                client.retrying("GET", &format!("{}/v2/", client.base), || client.probe())
+            } else {
+                client.probe()
+            };
+            match probed {
                 Ok(()) => {
-                    client.auth.verify(&client.agent)?;
+                    client.retrying("GET", "the token service", || {
+                        client.auth.verify(&client.agent)
+                    })?;
                     return Ok(client);
                 }
-                Err(e @ RegistryError::Transport { .. })
-                    if i + 1 < options.endpoint.schemes.len() =>
-                {
+                Err(e @ RegistryError::Transport { .. }) if !last => {
                     crate::debug!("{e}; trying the next scheme");
                     last_error = Some(e);
                 }
@@ -163,35 +220,15 @@ impl Client {
         self.auth.who()
     }
 
-    fn ping(&self, retry: bool) -> Result<(), RegistryError> {
+    /// The first `GET /v2/`: learns the challenge and, for Basic, checks the credentials.
+    fn probe(&self) -> Result<(), RegistryError> {
         let url = format!("{}/v2/", self.base);
-        let mut attempt = 0;
-        let response = loop {
-            let error = match self.send_once("GET", &url, &[], None, SendBody::none()) {
-                Ok(r)
-                    if is_temporary_status(r.status().as_u16())
-                        && retry
-                        && attempt < self.retries =>
-                {
-                    error_from("GET", &url, r)
-                }
-                Ok(r) => break r,
-                Err(e) if e.temporary() && retry && attempt < self.retries => e,
-                Err(e) => return Err(e),
-            };
-            attempt += 1;
-            self.backoff(attempt, &error);
-        };
+        let response = self.send_once("GET", &url, &[], None, SendBody::none(), true)?;
         let status = response.status().as_u16();
         match status {
             200 => Ok(()),
             401 => {
-                let header = response
-                    .headers()
-                    .get("www-authenticate")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
+                let header = header(&response, "www-authenticate").unwrap_or_default();
                 let challenge = Challenge::parse(&header).ok_or_else(|| {
                     RegistryError::Protocol(format!(
                         "GET {url}: 401 with a challenge ferry cannot answer: {header:?}"
@@ -199,8 +236,14 @@ impl Client {
                 })?;
                 self.auth.set_challenge(challenge.clone());
                 if challenge == Challenge::Basic && self.auth.has_credentials() {
-                    let check =
-                        self.send_once("GET", &url, &[], self.auth.basic(), SendBody::none())?;
+                    let check = self.send_once(
+                        "GET",
+                        &url,
+                        &[],
+                        self.auth.basic(),
+                        SendBody::none(),
+                        true,
+                    )?;
                     if check.status().as_u16() == 401 {
                         return Err(RegistryError::Auth(format!(
                             "{} refused the credentials of {}",
@@ -211,11 +254,13 @@ impl Client {
                 }
                 Ok(())
             }
+            s if is_temporary_status(s) => Err(error_from("GET", &url, response)),
             _ => Err(error_from("GET", &url, response)),
         }
     }
 
     /// Sends one request; no retries. Status codes are returned, not turned into errors.
+    /// `ping` uses the short timeouts of a liveness check.
     fn send_once(
         &self,
         method: &str,
@@ -223,7 +268,11 @@ impl Client {
         headers: &[(&'static str, String)],
         authorization: Option<Secret>,
         body: SendBody<'_>,
+        ping: bool,
     ) -> Result<Response<Body>, RegistryError> {
+        if self.stop.is_stopping() {
+            return Err(RegistryError::Stopped);
+        }
         let mut builder = http::Request::builder().method(method).uri(url);
         for (k, v) in headers {
             builder = builder.header(*k, v);
@@ -233,11 +282,24 @@ impl Client {
         {
             builder = builder.header("Authorization", a.expose());
         }
-        let request = builder.body(body).map_err(|e| RegistryError::Transport {
-            method: method.to_string(),
-            url: loggable(url),
-            error: e.to_string(),
+        let request = builder.body(body).map_err(|e| {
+            RegistryError::Protocol(format!(
+                "{method} {}: cannot build the request: {e}",
+                loggable(url)
+            ))
         })?;
+        let timeout = if ping {
+            self.ping_timeout()
+        } else {
+            self.timeout
+        };
+        let request = self
+            .agent
+            .configure_request(request)
+            .timeout_connect(Some(timeout.min(CONNECT_TIMEOUT_MAX)))
+            .timeout_per_read(Some(timeout))
+            .timeout_per_write(Some(timeout))
+            .build();
         let started = Instant::now();
         let result = self.agent.run(request);
         let ms = started.elapsed().as_millis();
@@ -248,18 +310,165 @@ impl Client {
                     loggable(url),
                     r.status().as_u16()
                 );
+                if r.status().as_u16() < 500 {
+                    self.health.answered();
+                }
                 Ok(r)
             }
+            Err(_) if self.stop.is_stopping() => Err(RegistryError::Stopped),
             Err(e) => {
                 crate::debug!("{method} {} -> error in {ms} ms: {e}", loggable(url));
-                Err(transport_error(method, url, &self.host, e))
+                Err(transport_error(method, url, &self.host, e, timeout))
             }
         }
     }
 
+    fn ping_timeout(&self) -> Duration {
+        self.timeout.min(PING_TIMEOUT_MAX)
+    }
+
+    /// Runs `attempt` until it succeeds or fails for good: temporary failures (transport, 5xx, 408,
+    /// 429) are retried with backoff within `--retries` and the retry budget, each retry said on
+    /// stderr. A stall, the last retry of a transport failure, or several in a row across workers
+    /// first ask whether the destination is still there: if a ping fails too, the call (and every
+    /// later one) fails with `RegistryError::Gone`.
+    fn retrying<T>(
+        &self,
+        method: &str,
+        what: &str,
+        mut attempt: impl FnMut() -> Result<T, RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let started = Instant::now();
+        let mut retry = 0;
+        loop {
+            if let Some(gone) = self.health.gone.get() {
+                return Err(RegistryError::Gone(gone.clone()));
+            }
+            let error = match attempt() {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            if self.stop.is_stopping() {
+                return Err(RegistryError::Stopped);
+            }
+            if !error.temporary() {
+                return Err(error);
+            }
+            let last = retry >= self.retries;
+            // A gateway in front of a dead registry answers 502/503: that is no answer either.
+            let no_answer = matches!(error, RegistryError::Transport { .. })
+                || error.status().is_some_and(|s| s >= 500);
+            if no_answer {
+                let (_, in_a_row) = self.health.failed();
+                if error.is_timeout() || last || in_a_row >= FAILURES_TOGETHER {
+                    self.confirm_alive(&error)?;
+                }
+            }
+            let delay = self.delay(retry + 1, &error);
+            if last || started.elapsed() + delay > RETRY_BUDGET {
+                return Err(error);
+            }
+            retry += 1;
+            crate::warn!(
+                "{method} {}: {}; retry {retry}/{} in {:.1} s",
+                loggable(what),
+                Brief(&error),
+                self.retries,
+                delay.as_secs_f64()
+            );
+            if self.stop.sleep(delay) {
+                return Err(RegistryError::Stopped);
+            }
+        }
+    }
+
+    /// Pings `/v2/` (three tries over a few seconds) after failures that look like no answer: an
+    /// answer below 500 means the destination is there and the caller may retry; none (or only
+    /// gateway errors) means it is gone, for every caller.
+    fn confirm_alive(&self, error: &RegistryError) -> Result<(), RegistryError> {
+        let mut pinged = self.health.pinged.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gone) = self.health.gone.get() {
+            return Err(RegistryError::Gone(gone.clone()));
+        }
+        if pinged.is_some_and(|t| t.elapsed() < PING_FRESH) {
+            return Ok(());
+        }
+        let url = format!("{}/v2/", self.base);
+        let mut last = String::new();
+        for (i, pause) in PING_PAUSES.iter().enumerate() {
+            if i > 0 && self.stop.sleep(*pause) {
+                return Err(RegistryError::Stopped);
+            }
+            match self.send_once("GET", &url, &[], None, SendBody::none(), true) {
+                Ok(response) if response.status().as_u16() < 500 => {
+                    drain(response);
+                    *pinged = Some(Instant::now());
+                    crate::debug!("{url} answers; the failure was not the destination's death");
+                    return Ok(());
+                }
+                Ok(response) => last = error_from("GET", &url, response).to_string(),
+                Err(RegistryError::Stopped) => return Err(RegistryError::Stopped),
+                Err(e) => last = e.to_string(),
+            }
+        }
+        let since = self
+            .health
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(since, _)| since)
+            .unwrap_or_else(SystemTime::now);
+        let detail = match error {
+            RegistryError::Transport { error, .. } => error.clone(),
+            other => format!("{}", Brief(other)),
+        };
+        crate::debug!("ping of {url} failed too: {last}");
+        let gone = if error.is_timeout() {
+            Fatal::Stalled {
+                destination: self.host.clone(),
+                since,
+                timeout: self.timeout,
+                error: detail,
+            }
+        } else {
+            Fatal::Unreachable {
+                destination: self.host.clone(),
+                since,
+                error: detail,
+            }
+        };
+        let gone = self.health.gone.get_or_init(|| gone).clone();
+        Err(RegistryError::Gone(gone))
+    }
+
     /// Sends a call with a replayable body: auth header, one re-auth on 401, retries with backoff.
     fn call(&self, call: &Call<'_>) -> Result<Response<Body>, RegistryError> {
-        let mut attempt = 0;
+        self.retrying(call.method, &call.url, || self.attempt(call))
+    }
+
+    /// Like `call`, and reads the body (up to `limit` bytes) inside the retries: a connection cut
+    /// mid-body is retried like any other transport failure.
+    fn call_read(
+        &self,
+        call: &Call<'_>,
+        limit: u64,
+    ) -> Result<(http::response::Parts, Vec<u8>), RegistryError> {
+        self.retrying(call.method, &call.url, || {
+            let response = self.attempt(call)?;
+            let (parts, body) = response.into_parts();
+            let bytes = body
+                .into_with_config()
+                .limit(limit)
+                .read_to_vec()
+                .map_err(|e| {
+                    transport_error(call.method, &call.url, &self.host, e, self.timeout)
+                })?;
+            Ok((parts, bytes))
+        })
+    }
+
+    /// One try of a call (with one immediate re-auth on 401); temporary statuses come back as errors.
+    fn attempt(&self, call: &Call<'_>) -> Result<Response<Body>, RegistryError> {
         let mut reauthed = false;
         loop {
             let authorization = match call.auth {
@@ -271,37 +480,24 @@ impl Client {
                 headers.push(("Content-Length", call.body.len().to_string()));
             }
             let mut bytes = call.body;
-            let outcome = if bytes.is_empty() {
-                self.send_once(
-                    call.method,
-                    &call.url,
-                    &headers,
-                    authorization,
-                    SendBody::none(),
-                )
+            let response = if bytes.is_empty() {
+                let none = SendBody::none();
+                self.send_once(call.method, &call.url, &headers, authorization, none, false)?
             } else {
                 let body = SendBody::from_reader(&mut bytes);
-                self.send_once(call.method, &call.url, &headers, authorization, body)
+                self.send_once(call.method, &call.url, &headers, authorization, body, false)?
             };
-            let error = match outcome {
-                Ok(r)
-                    if r.status().as_u16() == 401
-                        && !reauthed
-                        && matches!(call.auth, AuthMode::Registry) =>
-                {
-                    reauthed = true;
-                    self.learn_challenge(&r, &call.scopes);
-                    continue;
-                }
-                Ok(r) if is_temporary_status(r.status().as_u16()) && attempt < self.retries => {
-                    error_from(call.method, &call.url, r)
-                }
-                Ok(r) => return Ok(r),
-                Err(e) if e.temporary() && attempt < self.retries => e,
-                Err(e) => return Err(e),
-            };
-            attempt += 1;
-            self.backoff(attempt, &error);
+            let status = response.status().as_u16();
+            if status == 401 && !reauthed && matches!(call.auth, AuthMode::Registry) {
+                reauthed = true;
+                self.learn_challenge(&response, &call.scopes);
+                drain(response);
+                continue;
+            }
+            if is_temporary_status(status) {
+                return Err(error_from(call.method, &call.url, response));
+            }
+            return Ok(response);
         }
     }
 
@@ -319,24 +515,20 @@ impl Client {
         self.auth.forget(scopes);
     }
 
-    fn backoff(&self, attempt: u32, error: &RegistryError) {
+    /// How long to wait before retry number `retry`: the registry's `Retry-After` when it gave
+    /// one (capped), else exponential backoff with jitter.
+    fn delay(&self, retry: u32, error: &RegistryError) -> Duration {
+        if let RegistryError::Status {
+            retry_after: Some(d),
+            ..
+        } = error
+        {
+            return (*d).min(RETRY_AFTER_MAX);
+        }
         let exp = BACKOFF_BASE
-            .saturating_mul(1 << attempt.min(10))
+            .saturating_mul(1 << retry.min(10))
             .min(BACKOFF_MAX);
-        let jittered = exp.mul_f64(0.5 + fastrand::f64());
-        let delay = match error {
-            RegistryError::Status {
-                retry_after: Some(d),
-                ..
-            } => (*d).min(RETRY_AFTER_MAX),
-            _ => jittered,
-        };
-        crate::debug!(
-            "retry {attempt}/{} in {} ms after: {error}",
-            self.retries,
-            delay.as_millis()
-        );
-        std::thread::sleep(delay);
+        exp.mul_f64(0.5 + fastrand::f64())
     }
 
     fn registry_call<'a>(
@@ -397,32 +589,20 @@ impl Client {
             vec![("Accept", "application/json".to_string())],
             &[],
         );
-        let response = self.call(&call)?;
-        match response.status().as_u16() {
-            200 if header(&response, "link").is_none() => {
+        let (parts, bytes) = self.call_read(&call, MAX_MANIFEST_BYTES)?;
+        Ok(match parts.status.as_u16() {
+            200 if !parts.headers.contains_key("link") => {
                 #[derive(serde::Deserialize)]
                 struct List {
                     tags: Option<Vec<String>>,
                 }
-                let bytes = response
-                    .into_body()
-                    .with_config()
-                    .limit(MAX_MANIFEST)
-                    .read_to_vec()
-                    .map_err(|e| transport_error("GET", &call.url, &self.host, e))?;
-                Ok(serde_json::from_slice::<List>(&bytes)
+                serde_json::from_slice::<List>(&bytes)
                     .map(|l| Tags::Listed(l.tags.unwrap_or_default()))
-                    .unwrap_or(Tags::Unlisted))
+                    .unwrap_or(Tags::Unlisted)
             }
-            status => {
-                drain(response);
-                Ok(if status == 404 {
-                    Tags::Unknown
-                } else {
-                    Tags::Unlisted
-                })
-            }
-        }
+            404 => Tags::Unknown,
+            _ => Tags::Unlisted,
+        })
     }
 
     /// `GET /v2/<repo>/manifests/<reference>`: the exact bytes the registry serves.
@@ -438,23 +618,18 @@ impl Client {
             vec![Self::accept_manifests()],
             &[],
         );
-        let response = self.call(&call)?;
-        match response.status().as_u16() {
-            200 => {
-                let media_type = header(&response, "content-type");
-                let bytes = response
-                    .into_body()
-                    .with_config()
-                    .limit(MAX_MANIFEST)
-                    .read_to_vec()
-                    .map_err(|e| transport_error("GET", &call.url, &self.host, e))?;
-                Ok(Some(FetchedManifest { bytes, media_type }))
-            }
-            404 => {
-                drain(response);
-                Ok(None)
-            }
-            _ => Err(error_from(call.method, &call.url, response)),
+        let (parts, bytes) = self.call_read(&call, MAX_MANIFEST_BYTES)?;
+        match parts.status.as_u16() {
+            200 => Ok(Some(FetchedManifest {
+                media_type: parts
+                    .headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                bytes,
+            })),
+            404 => Ok(None),
+            _ => Err(status_error(call.method, &call.url, &parts, &bytes)),
         }
     }
 
@@ -505,8 +680,8 @@ impl Client {
         }
     }
 
-    /// Opens an upload session: `POST /v2/<repo>/blobs/uploads/`.
-    pub fn start_upload(&self, repository: &str) -> Result<String, RegistryError> {
+    /// Opens an upload session (`POST /v2/<repo>/blobs/uploads/`), one try.
+    fn start_upload(&self, repository: &str) -> Result<String, RegistryError> {
         let call = self.registry_call(
             "POST",
             format!("/v2/{repository}/blobs/uploads/"),
@@ -514,84 +689,101 @@ impl Client {
             Vec::new(),
             &[],
         );
-        let response = self.call(&call)?;
+        let response = self.attempt(&call)?;
         match response.status().as_u16() {
-            202 => self.location(&call, &response),
+            202 => {
+                let location = self.location(&call, &response);
+                drain(response);
+                location
+            }
             _ => Err(error_from(call.method, &call.url, response)),
         }
     }
 
-    /// Uploads a blob from a local file in one streamed `PUT ?digest=`, hashing on the way: if the
-    /// file does not hash to `digest` the request is cut before its last byte, so nothing is committed.
-    /// A failed attempt is retried on a fresh session. `session` is a session already opened (by a mount).
+    /// Uploads a blob in one streamed `PUT ?digest=`, hashing on the way: if the bytes do not hash
+    /// to `digest` the request is cut before its last byte, so nothing is committed. A failed try
+    /// is retried on a fresh session. `session` is a session already opened (by a mount).
     pub fn upload_blob(
         &self,
         repository: &str,
         digest: &Digest,
-        path: &Path,
-        len: u64,
+        blob: &BlobFile,
         mut session: Option<String>,
         on_bytes: &(dyn Fn(u64) + Sync),
     ) -> Result<(), RegistryError> {
-        let mut attempt = 0;
-        loop {
-            let location = match session.take() {
-                Some(l) => l,
-                None => self.start_upload(repository)?,
-            };
-            let separator = if location.contains('?') { '&' } else { '?' };
-            let url = format!("{location}{separator}digest={digest}");
-            let file = File::open(path).map_err(|e| {
-                RegistryError::Local(format!("cannot open blob file {}: {e}", path.display()))
-            })?;
-            let mismatch = Arc::new(Mutex::new(None));
-            let mut reader = VerifyingReader {
-                inner: file.take(len),
-                hasher: Some(Hasher::new()),
-                expected: *digest,
-                expected_len: len,
-                seen: 0,
-                mismatch: mismatch.clone(),
-                path,
-                on_bytes,
-            };
-            let authorization = self.auth.header(&self.agent, &[Scope::push(repository)])?;
-            let headers = [
-                ("Content-Type", "application/octet-stream".to_string()),
-                ("Content-Length", len.to_string()),
-            ];
-            let outcome = self.send_once(
-                "PUT",
-                &url,
-                &headers,
-                authorization,
-                SendBody::from_reader(&mut reader),
-            );
-            if let Some(m) = mismatch.lock().unwrap().take() {
-                return Err(RegistryError::Local(m));
-            }
-            let error = match outcome {
-                Ok(r) if r.status().as_u16() == 201 => return Ok(()),
-                Ok(r) if r.status().as_u16() == 401 && attempt == 0 => {
-                    self.learn_challenge(&r, &[Scope::push(repository)]);
-                    error_from("PUT", &url, r)
-                }
-                Ok(r) => {
-                    let e = error_from("PUT", &url, r);
-                    if !e.temporary() {
-                        return Err(e);
+        let what = format!("{}/v2/{repository}/blobs/uploads/ ({digest})", self.base);
+        let mut reauthed = false;
+        self.retrying("PUT", &what, || {
+            loop {
+                let location = match session.take() {
+                    Some(l) => l,
+                    None => self.start_upload(repository)?,
+                };
+                let response =
+                    self.put_blob_bytes(repository, digest, blob, &location, on_bytes)?;
+                match response.status().as_u16() {
+                    201 => {
+                        drain(response);
+                        return Ok(());
                     }
-                    e
+                    // A token that expired during a long upload: once, renew it and send again.
+                    401 if !reauthed => {
+                        reauthed = true;
+                        self.learn_challenge(&response, &[Scope::push(repository)]);
+                        drain(response);
+                    }
+                    _ => return Err(error_from("PUT", &location, response)),
                 }
-                Err(e) if e.temporary() => e,
-                Err(e) => return Err(e),
-            };
-            if attempt >= self.retries {
-                return Err(error);
             }
-            attempt += 1;
-            self.backoff(attempt, &error);
+        })
+    }
+
+    /// One `PUT <location>&digest=` streaming the blob's bytes through a verifying reader.
+    fn put_blob_bytes(
+        &self,
+        repository: &str,
+        digest: &Digest,
+        blob: &BlobFile,
+        location: &str,
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<Response<Body>, RegistryError> {
+        let separator = if location.contains('?') { '&' } else { '?' };
+        let url = format!("{location}{separator}digest={digest}");
+        let file = blob.open().map_err(|e| {
+            RegistryError::Local(format!(
+                "cannot open blob file {}: {e}",
+                blob.path.display()
+            ))
+        })?;
+        let mismatch = Arc::new(Mutex::new(None));
+        let mut reader = VerifyingReader {
+            inner: file,
+            hasher: Some(Hasher::new()),
+            expected: *digest,
+            expected_len: blob.len,
+            seen: 0,
+            mismatch: mismatch.clone(),
+            path: &blob.path,
+            on_bytes,
+            stop: &self.stop,
+        };
+        let authorization = self.auth.header(&self.agent, &[Scope::push(repository)])?;
+        let headers = [
+            ("Content-Type", "application/octet-stream".to_string()),
+            ("Content-Length", blob.len.to_string()),
+        ];
+        let outcome = self.send_once(
+            "PUT",
+            &url,
+            &headers,
+            authorization,
+            SendBody::from_reader(&mut reader),
+            false,
+        );
+        if let Some(m) = mismatch.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            return Err(RegistryError::Local(m));
         }
+        outcome
     }
 
     /// `PUT /v2/<repo>/manifests/<reference>` with the exact bytes; checks the digest the registry computed.
@@ -644,14 +836,8 @@ impl Client {
             body: &body,
             auth: AuthMode::Basic,
         };
-        let response = self.call(&call)?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .with_config()
-            .limit(MAX_ERROR_BODY)
-            .read_to_vec()
-            .unwrap_or_default();
+        let (parts, bytes) = self.call_read(&call, MAX_ERROR_BODY)?;
+        let status = parts.status.as_u16();
         Ok((status, bytes))
     }
 
@@ -711,9 +897,9 @@ fn build_agent(options: &ClientOptions) -> Result<ureq::Agent, RegistryError> {
         .max_idle_connections(options.connections.max(1) * 2)
         .max_idle_connections_per_host(options.connections.max(1) * 2)
         .max_redirects(5)
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(600)))
-        .timeout_per_read(Some(Duration::from_secs(300)))
+        .timeout_connect(Some(options.timeout.min(CONNECT_TIMEOUT_MAX)))
+        .timeout_per_read(Some(options.timeout))
+        .timeout_per_write(Some(options.timeout))
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .build();
     Ok(ureq::Agent::new_with_config(config))
@@ -755,6 +941,8 @@ struct VerifyingReader<'a> {
     mismatch: Arc<Mutex<Option<String>>>,
     path: &'a Path,
     on_bytes: &'a (dyn Fn(u64) + Sync),
+    /// A stopping run cuts the upload at the next read.
+    stop: &'a Stop,
 }
 
 impl Read for VerifyingReader<'_> {
@@ -762,6 +950,9 @@ impl Read for VerifyingReader<'_> {
         let Some(hasher) = self.hasher.as_mut() else {
             return Ok(0);
         };
+        if self.stop.is_stopping() {
+            return Err(io::Error::other("the run is stopping; upload cut short"));
+        }
         let n = self.inner.read(buf)?;
         hasher.update(&buf[..n]);
         self.seen += n as u64;
@@ -808,26 +999,44 @@ fn is_temporary_status(status: u16) -> bool {
 
 /// Turns an error response into a typed error, reading its `{"errors": [...]}` body.
 fn error_from(method: &str, url: &str, response: Response<Body>) -> RegistryError {
-    let status = response.status().as_u16();
-    let retry_after = header(&response, "retry-after")
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let body = response
-        .into_body()
-        .with_config()
+    let (parts, body) = response.into_parts();
+    let bytes = body
+        .into_with_config()
         .limit(MAX_ERROR_BODY)
         .read_to_vec()
         .unwrap_or_default();
+    status_error(method, url, &parts, &bytes)
+}
+
+/// A typed error from an answer whose body was already read.
+fn status_error(
+    method: &str,
+    url: &str,
+    parts: &http::response::Parts,
+    body: &[u8],
+) -> RegistryError {
+    let retry_after = parts
+        .headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| retry_after(v, SystemTime::now()));
     RegistryError::Status {
         method: method.to_string(),
         url: loggable(url),
-        status,
-        errors: RegistryError::parse_errors(&body),
+        status: parts.status.as_u16(),
+        errors: RegistryError::parse_errors(body),
         retry_after,
     }
 }
 
-fn transport_error(method: &str, url: &str, host: &str, e: ureq::Error) -> RegistryError {
+/// A request that got no answer, typed: an untrusted certificate, a stall, or a connection failure.
+pub(crate) fn transport_error(
+    method: &str,
+    url: &str,
+    host: &str,
+    e: ureq::Error,
+    timeout: Duration,
+) -> RegistryError {
     let text = e.to_string();
     // rustls errors often arrive wrapped in an io::Error ("io: invalid peer certificate: UnknownIssuer").
     let certificate = matches!(
@@ -840,10 +1049,24 @@ fn transport_error(method: &str, url: &str, host: &str, e: ureq::Error) -> Regis
             error: text,
         };
     }
+    let stalled = match &e {
+        ureq::Error::Timeout(_) => true,
+        ureq::Error::Io(io) => matches!(
+            io.kind(),
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+        ),
+        _ => false,
+    };
+    let error = if stalled {
+        format!("no progress for {} s ({text})", timeout.as_secs())
+    } else {
+        text
+    };
     RegistryError::Transport {
         method: method.to_string(),
         url: loggable(url),
-        error: text,
+        error,
+        timeout: stalled,
     }
 }
 
@@ -898,6 +1121,7 @@ mod tests {
         std::fs::write(&path, b"hello world").unwrap();
         let read_all = |expected: Digest, len: u64| {
             let mismatch = Arc::new(Mutex::new(None));
+            let stop = Stop::new();
             let mut r = VerifyingReader {
                 inner: File::open(&path).unwrap().take(len),
                 hasher: Some(Hasher::new()),
@@ -907,6 +1131,7 @@ mod tests {
                 mismatch: mismatch.clone(),
                 path: &path,
                 on_bytes: &|_| {},
+                stop: &stop,
             };
             let mut out = Vec::new();
             let res = r.read_to_end(&mut out);

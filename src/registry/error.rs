@@ -1,11 +1,12 @@
 //! Typed registry errors: HTTP status with the OCI / Harbor error codes, transport failures, and which are worth retrying.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
 use crate::digest::Digest;
+use crate::engine::Fatal;
 
 /// One entry of a registry's `{"errors": [...]}` body.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -46,13 +47,20 @@ pub enum RegistryError {
         errors: Vec<ApiError>,
         retry_after: Option<Duration>,
     },
-    /// No answer: connection refused, reset, timed out.
+    /// No answer: connection refused, reset, or no progress within the stall timeout (`timeout`).
     #[error("{method} {url}: {error}")]
     Transport {
         method: String,
         url: String,
         error: String,
+        timeout: bool,
     },
+    /// The destination stopped answering and a ping of `/v2/` failed too: the run cannot go on.
+    #[error("{0}")]
+    Gone(Fatal),
+    /// The run is stopping; the request was not sent or was cut short.
+    #[error("the run is stopping")]
+    Stopped,
     /// The server's certificate is not trusted.
     #[error(
         "TLS certificate of {host} is not trusted ({error}); pass --ca-cert FILE with the CA that signed it, or --tls-verify=false to skip verification"
@@ -121,6 +129,11 @@ impl RegistryError {
         matches!(self, RegistryError::Status { errors, .. } if errors.iter().any(|e| e.code == wanted))
     }
 
+    /// A transport failure that was a stall (no progress within the timeout).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, RegistryError::Transport { timeout: true, .. })
+    }
+
     /// The destination refuses us as a whole (not just one repository): stop the run.
     pub fn is_unauthorized(&self) -> bool {
         matches!(
@@ -140,6 +153,17 @@ impl RegistryError {
             .map(|b| b.errors)
             .unwrap_or_default()
     }
+}
+
+/// How long a `Retry-After` value asks to wait: delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+/// A date in the past means no wait; anything else is not understood.
+pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// A short form for summaries: `404 MANIFEST_UNKNOWN`.
@@ -190,5 +214,21 @@ mod tests {
         );
         assert_eq!(parsed[0].code, "DENIED");
         assert!(RegistryError::parse_errors(b"<html>").is_empty());
+    }
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        let now = httpdate::parse_http_date("Wed, 02 Dec 2026 03:00:00 GMT").unwrap();
+        assert_eq!(retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after("Wed, 02 Dec 2026 03:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            retry_after("Wed, 02 Dec 2026 02:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-1", now), None);
     }
 }

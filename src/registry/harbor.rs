@@ -5,10 +5,28 @@ use serde_json::json;
 use super::client::Client;
 use super::error::RegistryError;
 
-/// Whether the destination is Harbor: `GET /api/v2.0/ping` answers `Pong`.
-pub fn detect(client: &Client) -> Result<bool, RegistryError> {
-    let (status, body) = client.api("GET", "/api/v2.0/ping", None)?;
-    Ok(status == 200 && String::from_utf8_lossy(&body).contains("Pong"))
+/// Whether the destination is Harbor: `GET /api/v2.0/ping` answers `Pong`. A plain registry
+/// answers 404; any other failure is said as a warning (no project will be created), not
+/// silently taken for a plain registry.
+pub fn detect(client: &Client) -> bool {
+    match client.api("GET", "/api/v2.0/ping", None) {
+        Ok((200, body)) if String::from_utf8_lossy(&body).contains("Pong") => true,
+        Ok((404, _)) => false,
+        Ok((status, _)) => {
+            crate::warn!(
+                "cannot tell whether {} is Harbor: GET /api/v2.0/ping answered {status}; treating it as a plain registry (no Harbor project will be created)",
+                client.base()
+            );
+            false
+        }
+        Err(e) => {
+            crate::warn!(
+                "cannot tell whether {} is Harbor ({e}); treating it as a plain registry (no Harbor project will be created)",
+                client.base()
+            );
+            false
+        }
+    }
 }
 
 /// What happened to a project.

@@ -208,7 +208,7 @@ pub fn image_files(source: &dyn Source, image: &Image) -> Result<Vec<ImageFile>,
     for m in &image.manifests {
         let file = source
             .blob(&m.digest())
-            .map_err(|p| SinkError::Image(format!("manifest {}: {p}", m.digest())))?;
+            .map_err(|p| SinkError::invalid(format!("manifest {}: {p}", m.digest())))?;
         files.push(ImageFile {
             source: file.path,
             digest: m.digest(),
@@ -218,7 +218,7 @@ pub fn image_files(source: &dyn Source, image: &Image) -> Result<Vec<ImageFile>,
     }
     for b in &image.blobs {
         let Some(file) = &b.file else {
-            return Err(SinkError::Image(format!(
+            return Err(SinkError::invalid(format!(
                 "{} blob {} has no local file",
                 b.role, b.digest
             )));
@@ -303,7 +303,7 @@ impl FileCounts {
 pub fn manifest_file(source: &dyn Source, manifest: &RawManifest) -> Result<BlobFile, SinkError> {
     source
         .blob(&manifest.digest())
-        .map_err(|p| SinkError::Image(format!("manifest {}: {p}", manifest.digest())))
+        .map_err(|p| SinkError::invalid(format!("manifest {}: {p}", manifest.digest())))
 }
 
 /// Checks that the placed manifest file holds exactly the bytes the inventory read and hashed.
@@ -317,7 +317,7 @@ pub fn check_manifest_file(dest: &Path, manifest: &RawManifest) -> Result<(), Si
         Ok(bytes) if bytes == manifest.bytes() => Ok(()),
         Ok(_) => {
             let _ = fs::remove_file(dest);
-            Err(SinkError::Image(format!(
+            Err(SinkError::invalid(format!(
                 "{} does not hold the bytes of manifest {} read earlier from the source (did the source change during the export?)",
                 dest.display(),
                 manifest.digest()

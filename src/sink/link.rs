@@ -7,6 +7,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::digest::{Digest, Hasher};
+use crate::engine::Fatal;
 use crate::engine::once::OnceMap;
 use crate::sink::{BlobAction, SinkError};
 
@@ -82,27 +83,51 @@ pub enum LinkError {
 }
 
 impl LinkError {
-    /// Problems every further file would hit too (the run should stop): a forced link mode the
-    /// filesystems cannot do, a full or read-only destination.
-    pub fn is_global(&self) -> bool {
+    /// What every further file would hit too, as the cause that stops the run: a full or
+    /// read-only destination, a forced link mode the filesystems cannot do.
+    pub fn fatal(&self) -> Option<Fatal> {
         match self {
-            LinkError::NoHardLink { global, .. } => *global,
-            LinkError::NoReflink { .. } => true,
-            LinkError::Write { error, .. } => matches!(
-                error.raw_os_error(),
-                Some(nix::libc::ENOSPC | nix::libc::EROFS | nix::libc::EDQUOT)
-            ),
-            _ => false,
+            LinkError::NoHardLink { global: true, .. } | LinkError::NoReflink { .. } => {
+                Some(Fatal::Output {
+                    message: self.to_string(),
+                })
+            }
+            // By kind, not errno: tempfile wraps its errors with the path, keeping only the kind.
+            LinkError::Write { path, error } => match error.kind() {
+                kind @ (io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) => {
+                    Some(Fatal::DiskFull {
+                        path: parent(path).to_path_buf(),
+                        error: if kind == io::ErrorKind::StorageFull {
+                            "no space left on device".to_string()
+                        } else {
+                            "disk quota exceeded".to_string()
+                        },
+                        free: free_space(path),
+                        needed: None,
+                    })
+                }
+                io::ErrorKind::ReadOnlyFilesystem => Some(Fatal::Output {
+                    message: self.to_string(),
+                }),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }
 
+/// Bytes free for an unprivileged writer on the filesystem holding `path` (or its nearest folder).
+pub fn free_space(path: &Path) -> Option<u64> {
+    let dir = path.ancestors().find(|p| p.is_dir())?;
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stat.blocks_available() as u64 * stat.fragment_size() as u64)
+}
+
 impl From<LinkError> for SinkError {
     fn from(e: LinkError) -> SinkError {
-        if e.is_global() {
-            SinkError::Fatal(e.to_string())
-        } else {
-            SinkError::Image(e.to_string())
+        match e.fatal() {
+            Some(f) => SinkError::Fatal(f),
+            None => SinkError::Image(e.into()),
         }
     }
 }
@@ -589,7 +614,7 @@ mod tests {
             Ok(action) => assert_eq!(action, BlobAction::Reflinked),
             Err(e) => {
                 assert!(matches!(e, LinkError::NoReflink { .. }), "{e}");
-                assert!(e.is_global());
+                assert!(e.fatal().is_some());
                 assert!(!dest.exists());
             }
         }

@@ -8,26 +8,63 @@ pub mod registry;
 
 use std::fmt;
 
+use crate::engine::Fatal;
 use crate::inventory::{BlobRef, Image};
 use crate::manifest::RawManifest;
 use crate::progress::Progress;
+use crate::registry::RegistryError;
 use crate::source::BlobFile;
+use link::LinkError;
 
 /// Why a sink could not take something.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug)]
 pub enum SinkError {
     /// Fails the image being written; the run goes on.
-    #[error("{0}")]
-    Image(String),
-    /// Nothing more can be done (destination unreachable or refusing us): the run stops, exit 2.
-    #[error("{0}")]
-    Fatal(String),
+    Image(ImageError),
+    /// Nothing more can be done (destination gone, credentials refused, disk full): the run stops.
+    Fatal(Fatal),
+    /// The work was cut short because the run is stopping.
+    Stopped,
 }
 
 impl SinkError {
-    pub fn is_fatal(&self) -> bool {
-        matches!(self, SinkError::Fatal(_))
+    /// An image-level refusal in the sink's own words.
+    pub fn invalid(message: String) -> SinkError {
+        SinkError::Image(ImageError::Invalid(message))
     }
+}
+
+/// Why one image could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The registry refused or failed a request; `hint` says what the user can do.
+    #[error("{error}{}", hint.as_ref().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Registry {
+        error: RegistryError,
+        hint: Option<String>,
+    },
+    /// A file could not be placed in a layout.
+    #[error(transparent)]
+    Layout(#[from] LinkError),
+    /// Anything else the sink refuses (an existing `index.json` it cannot read, no source file).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<RegistryError> for ImageError {
+    fn from(error: RegistryError) -> ImageError {
+        ImageError::Registry { error, hint: None }
+    }
+}
+
+/// Work a sink does once at the end (`finish`) that failed, and the images it concerns.
+#[derive(Debug)]
+pub struct Unfinished {
+    /// What could not be completed (an `index.json`), for messages.
+    pub what: String,
+    /// Source references of the images that depend on it.
+    pub images: Vec<String>,
+    pub error: SinkError,
 }
 
 /// What happened to one blob.
@@ -90,8 +127,8 @@ pub trait Sink: Sync {
         Ok(())
     }
 
-    /// Called once after every image (write indexes, flush).
-    fn finish(&self) -> Result<(), SinkError> {
-        Ok(())
+    /// Called once after every image (write indexes, flush); what failed fails its images.
+    fn finish(&self) -> Vec<Unfinished> {
+        Vec::new()
     }
 }

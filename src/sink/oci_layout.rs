@@ -14,7 +14,7 @@ use super::layout::{
     make_dirs, manifest_file, repository_components,
 };
 use super::link::{Ladder, LinkError, Wanted, write_small};
-use super::{BlobAction, Sink, SinkError};
+use super::{BlobAction, Sink, SinkError, Unfinished};
 use crate::digest::Digest;
 use crate::engine::once::OnceMap;
 use crate::inventory::{BlobRef, Image};
@@ -64,6 +64,8 @@ impl fmt::Display for OciTarget {
 
 #[derive(Debug, Clone)]
 struct Entry {
+    /// The source reference of the image, to fail it when its `index.json` cannot be written.
+    source: String,
     tag: Option<String>,
     digest: Digest,
     media_type: String,
@@ -150,7 +152,7 @@ impl<'a> OciLayout<'a> {
             };
             let path = make_dirs(&self.out, &components).map_err(write_err)?;
             if fs::symlink_metadata(path.join("blobs/oci-layout")).is_ok() {
-                return Err(SinkError::Image(format!(
+                return Err(SinkError::invalid(format!(
                     "{} holds the layout of another repository named blobs",
                     path.join("blobs").display()
                 )));
@@ -196,7 +198,7 @@ fn read_index(path: &Path) -> Result<Vec<Value>, SinkError> {
         }
     };
     let index: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        SinkError::Image(format!(
+        SinkError::invalid(format!(
             "{} is not valid JSON ({e}); move it away or export into another folder",
             path.display()
         ))
@@ -204,7 +206,7 @@ fn read_index(path: &Path) -> Result<Vec<Value>, SinkError> {
     match index.get("manifests") {
         Some(Value::Array(m)) => Ok(m.clone()),
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(_) => Err(SinkError::Image(format!(
+        Some(_) => Err(SinkError::invalid(format!(
             "{}: \"manifests\" is not an array",
             path.display()
         ))),
@@ -285,7 +287,7 @@ impl Sink for OciLayout<'_> {
 
     fn finish_image(&self, target: &OciTarget, image: &Image) -> Result<(), SinkError> {
         let Some(top) = image.manifest() else {
-            return Err(SinkError::Image(format!("{target}: no manifest")));
+            return Err(SinkError::invalid(format!("{target}: no manifest")));
         };
         self.entries
             .lock()
@@ -293,6 +295,7 @@ impl Sink for OciLayout<'_> {
             .entry(target.path.clone())
             .or_default()
             .push(Entry {
+                source: image.reference(),
                 tag: target.tag.clone(),
                 digest: top.digest(),
                 media_type: top.media_type().to_string(),
@@ -301,52 +304,53 @@ impl Sink for OciLayout<'_> {
         Ok(())
     }
 
-    /// Writes each changed `index.json`: earlier entries kept unless a new one takes their tag (or digest, untagged).
-    fn finish(&self) -> Result<(), SinkError> {
+    /// Writes each changed `index.json`: earlier entries kept unless a new one takes their tag
+    /// (or digest, untagged). One that cannot be written fails the images it should list.
+    fn finish(&self) -> Vec<Unfinished> {
         let entries = std::mem::take(&mut *self.entries.lock().unwrap());
-        let mut failures = Vec::new();
-        for (path, mut new) in entries {
+        let mut unfinished = Vec::new();
+        for (path, new) in entries {
             let index_path = path.join("index.json");
-            let result = (|| -> Result<(), SinkError> {
-                let existing = read_index(&index_path)?;
-                new.sort_by(|a, b| (&a.tag, a.digest).cmp(&(&b.tag, b.digest)));
-                let tags: BTreeSet<&str> = new.iter().filter_map(|e| e.tag.as_deref()).collect();
-                let untagged: BTreeSet<String> = new
-                    .iter()
-                    .filter(|e| e.tag.is_none())
-                    .map(|e| e.digest.to_string())
-                    .collect();
-                let mut manifests: Vec<Value> = existing
-                    .into_iter()
-                    .filter(|e| match entry_ref_name(e) {
-                        Some(name) => !tags.contains(name),
-                        None => !entry_digest(e).is_some_and(|d| untagged.contains(d)),
-                    })
-                    .collect();
-                manifests.extend(new.iter().map(Entry::to_json));
-                let index = json!({
-                    "schemaVersion": 2,
-                    "mediaType": media_type::OCI_INDEX,
-                    "manifests": manifests,
+            if let Err(error) = write_index(&index_path, &new) {
+                unfinished.push(Unfinished {
+                    what: index_path.display().to_string(),
+                    images: new.into_iter().map(|e| e.source).collect(),
+                    error,
                 });
-                let mut bytes = serde_json::to_vec_pretty(&index).expect("JSON values serialise");
-                bytes.push(b'\n');
-                write_small(&index_path, &bytes)?;
-                Ok(())
-            })();
-            if let Err(e) = result {
-                failures.push(format!("{}: {e}", index_path.display()));
             }
         }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(SinkError::Fatal(format!(
-                "cannot write index.json: {}",
-                failures.join("; ")
-            )))
-        }
+        unfinished
     }
+}
+
+/// Merges `new` entries into the `index.json` at `index_path` and writes it (temp + rename).
+fn write_index(index_path: &Path, new: &[Entry]) -> Result<(), SinkError> {
+    let existing = read_index(index_path)?;
+    let mut new = new.to_vec();
+    new.sort_by(|a, b| (&a.tag, a.digest).cmp(&(&b.tag, b.digest)));
+    let tags: BTreeSet<&str> = new.iter().filter_map(|e| e.tag.as_deref()).collect();
+    let untagged: BTreeSet<String> = new
+        .iter()
+        .filter(|e| e.tag.is_none())
+        .map(|e| e.digest.to_string())
+        .collect();
+    let mut manifests: Vec<Value> = existing
+        .into_iter()
+        .filter(|e| match entry_ref_name(e) {
+            Some(name) => !tags.contains(name),
+            None => !entry_digest(e).is_some_and(|d| untagged.contains(d)),
+        })
+        .collect();
+    manifests.extend(new.iter().map(Entry::to_json));
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": media_type::OCI_INDEX,
+        "manifests": manifests,
+    });
+    let mut bytes = serde_json::to_vec_pretty(&index).expect("JSON values serialise");
+    bytes.push(b'\n');
+    write_small(index_path, &bytes)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use super::{BlobAction, Sink, SinkError};
+use super::{BlobAction, ImageError, Sink, SinkError};
 use crate::destination::Mapping;
 use crate::digest::Digest;
+use crate::engine::Fatal;
 use crate::engine::once::OnceMap;
 use crate::inventory::{BlobRef, Image};
 use crate::manifest::{ManifestKind, RawManifest};
@@ -29,6 +30,9 @@ enum RepoState {
     Unlisted,
 }
 
+/// A lock held while a manifest (or a tag) of one repository is written.
+type ManifestLock = Arc<Mutex<()>>;
+
 /// Pushes into one registry. With `dry_run`, only reads (HEADs) and records what it would do.
 pub struct RegistrySink<'a> {
     client: &'a Client,
@@ -37,14 +41,17 @@ pub struct RegistrySink<'a> {
     dry_run: bool,
     /// Per digest: a destination repository that holds it (uploaded this run, or found there).
     homes: OnceMap<Digest, String>,
-    /// (repository, digest) pairs known to be at the destination.
-    present: Mutex<HashSet<RepoDigest>>,
+    /// Per (repository, digest): how it got there. One placement at a time: Distribution writes a
+    /// repository's blob link by truncate-then-write, so a second concurrent mount could leave a
+    /// manifest PUT reading an empty link.
+    placed: OnceMap<RepoDigest, BlobAction>,
     /// Per destination repository, what its tag list said at the start.
     repos: OnceMap<String, RepoState>,
     /// Projects that could not be created: their images fail with this reason.
     broken_projects: HashMap<String, String>,
-    /// One lock per (repository, manifest digest): Distribution 2.8 can fail concurrent PUTs of one manifest.
-    manifest_locks: Mutex<HashMap<RepoDigest, Arc<Mutex<()>>>>,
+    /// One lock per (repository, manifest digest) and per (repository, tag): Distribution 2.8
+    /// can fail concurrent PUTs of one manifest, and tag links are written like blob links.
+    manifest_locks: Mutex<HashMap<(String, String), ManifestLock>>,
 }
 
 impl<'a> RegistrySink<'a> {
@@ -61,56 +68,52 @@ impl<'a> RegistrySink<'a> {
             harbor,
             dry_run,
             homes: OnceMap::new(),
-            present: Mutex::new(HashSet::new()),
+            placed: OnceMap::new(),
             repos: OnceMap::new(),
             broken_projects,
             manifest_locks: Mutex::new(HashMap::new()),
         }
     }
 
+    /// A registry error as the sink's verdict: the end of the run, or this image's failure.
     fn error(&self, e: RegistryError) -> SinkError {
-        if e.is_unauthorized() {
-            let hint = if self.client.has_credentials() {
-                format!("the destination refused {}", self.client.who())
-            } else {
-                "the destination needs credentials: pass --username with --password-stdin, set FERRY_USERNAME/FERRY_PASSWORD, or use --authfile".to_string()
-            };
-            SinkError::Fatal(format!("{e} ({hint})"))
-        } else if e.status() == Some(403) {
-            SinkError::Image(format!("{e} ({} may not push here)", self.client.who()))
-        } else {
-            SinkError::Image(e.to_string())
-        }
+        classify(self.client, e)
     }
 
-    fn manifest_lock(&self, repository: &str, digest: Digest) -> Arc<Mutex<()>> {
+    fn lock(&self, repository: &str, reference: String) -> ManifestLock {
         self.manifest_locks
             .lock()
-            .unwrap()
-            .entry((repository.to_string(), digest))
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((repository.to_string(), reference))
             .or_default()
             .clone()
     }
 
-    /// The repository's state, listing its tags once per run.
+    /// The repository's state, listing its tags once per run. A listing that fails is learnt
+    /// once too: the repository is then treated as unlisted (every tag and blob HEADed).
     fn repo_state(&self, repository: &str) -> Result<RepoState, SinkError> {
         let (state, _) = self.repos.run(&repository.to_string(), || {
-            Ok::<_, SinkError>(
-                match self.client.tags(repository).map_err(|e| self.error(e))? {
-                    Tags::Unknown => RepoState::New,
-                    Tags::Listed(t) => RepoState::Tags(Arc::new(t.into_iter().collect())),
-                    Tags::Unlisted => RepoState::Unlisted,
+            Ok::<_, SinkError>(match self.client.tags(repository) {
+                Ok(Tags::Unknown) => RepoState::New,
+                Ok(Tags::Listed(t)) => RepoState::Tags(Arc::new(t.into_iter().collect())),
+                Ok(Tags::Unlisted) => RepoState::Unlisted,
+                Err(e) => match self.error(e) {
+                    SinkError::Image(e) => {
+                        crate::warn!(
+                            "cannot list the tags of {repository} ({e}); checking each of its images instead"
+                        );
+                        RepoState::Unlisted
+                    }
+                    fatal => return Err(fatal),
                 },
-            )
+            })
         })?;
         Ok(state)
     }
 
     fn mark_present(&self, repository: &str, digest: Digest) {
-        self.present
-            .lock()
-            .unwrap()
-            .insert((repository.to_string(), digest));
+        self.placed
+            .set((repository.to_string(), digest), BlobAction::Present);
     }
 
     /// Whether an image whose top manifest is at `target` also has its children and blobs there:
@@ -136,8 +139,7 @@ impl<'a> RegistrySink<'a> {
             }
         }
         for b in &image.blobs {
-            let key = (target.clone(), b.digest);
-            if self.present.lock().unwrap().contains(&key) {
+            if self.placed.get(&(target.clone(), b.digest)).is_some() {
                 continue;
             }
             let head = self
@@ -153,9 +155,46 @@ impl<'a> RegistrySink<'a> {
         }
         Ok(true)
     }
-}
 
-impl RegistrySink<'_> {
+    /// Gets one blob into `target`: mount from where this run already has it, else HEAD, else
+    /// upload (each digest uploaded once per run; other repositories wait and mount).
+    fn place(
+        &self,
+        target: &String,
+        blob: &BlobRef,
+        file: &BlobFile,
+        progress: &Progress,
+    ) -> Result<BlobAction, SinkError> {
+        // Another repository got it this run: mount straight away (a mount of a blob the
+        // repository already holds succeeds too), one request instead of HEAD + mount.
+        if let Some(home) = self.homes.get(&blob.digest) {
+            return self.link_from(target, blob, file, &home, progress);
+        }
+        let new_repo = matches!(self.repos.get(target), Some(RepoState::New));
+        if !new_repo
+            && self
+                .client
+                .head_blob(target, &blob.digest)
+                .map_err(|e| self.error(e))?
+                .is_some()
+        {
+            let _ = self.homes.run(&blob.digest, || Ok::<_, ()>(target.clone()));
+            return Ok(BlobAction::Present);
+        }
+        let (home, uploaded_here) = self.homes.run(&blob.digest, || {
+            if !self.dry_run {
+                self.client
+                    .upload_blob(target, &blob.digest, file, None, &|n| progress.add_bytes(n))
+                    .map_err(|e| self.error(e))?;
+            }
+            Ok::<_, SinkError>(target.clone())
+        })?;
+        if uploaded_here {
+            return Ok(BlobAction::Uploaded);
+        }
+        self.link_from(target, blob, file, &home, progress)
+    }
+
     /// Links a blob that repository `home` holds into `target`: by mount, or by upload when the registry will not mount.
     fn link_from(
         &self,
@@ -166,38 +205,61 @@ impl RegistrySink<'_> {
         progress: &Progress,
     ) -> Result<BlobAction, SinkError> {
         if home == target {
-            self.mark_present(target, blob.digest);
             return Ok(BlobAction::Present);
         }
         if self.dry_run {
             return Ok(BlobAction::Mounted);
         }
-        let action = match self
+        match self
             .client
             .mount_blob(target, &blob.digest, home)
             .map_err(|e| self.error(e))?
         {
-            Mount::Mounted => BlobAction::Mounted,
+            Mount::Mounted => Ok(BlobAction::Mounted),
             Mount::Session(url) => {
                 crate::debug!(
                     "{target}: mount of {} from {home} refused; uploading",
                     blob.digest
                 );
                 self.client
-                    .upload_blob(
-                        target,
-                        &blob.digest,
-                        &file.path,
-                        blob.size,
-                        Some(url),
-                        &|n| progress.add_bytes(n),
-                    )
+                    .upload_blob(target, &blob.digest, file, Some(url), &|n| {
+                        progress.add_bytes(n)
+                    })
                     .map_err(|e| self.error(e))?;
-                BlobAction::Uploaded
+                Ok(BlobAction::Uploaded)
             }
-        };
-        self.mark_present(target, blob.digest);
-        Ok(action)
+        }
+    }
+}
+
+/// A registry error as a copy or a check sees it: the destination gone, the credentials refused,
+/// or the run stopping end the run; anything else fails one image.
+pub fn classify(client: &Client, e: RegistryError) -> SinkError {
+    match e {
+        RegistryError::Gone(f) => SinkError::Fatal(f),
+        RegistryError::Stopped => SinkError::Stopped,
+        e @ (RegistryError::Auth(_) | RegistryError::Certificate { .. }) => {
+            SinkError::Fatal(Fatal::Refused {
+                destination: client.host().to_string(),
+                message: e.to_string(),
+            })
+        }
+        e if e.status() == Some(401) => {
+            let hint = if client.has_credentials() {
+                format!("the destination refused {}", client.who())
+            } else {
+                "the destination needs credentials: pass --username with --password-stdin, set FERRY_USERNAME/FERRY_PASSWORD, or use --authfile".to_string()
+            };
+            SinkError::Fatal(Fatal::Refused {
+                destination: client.host().to_string(),
+                message: format!("{e} ({hint})"),
+            })
+        }
+        e if e.status() == Some(403) => SinkError::Image(ImageError::Registry {
+            error: e,
+            hint: Some(format!("{} may not push here", client.who())),
+        }),
+        e => SinkError::Image(e.into()),
     }
 }
 
@@ -266,45 +328,10 @@ impl Sink for RegistrySink<'_> {
         progress: &Progress,
     ) -> Result<BlobAction, SinkError> {
         let key = (target.clone(), blob.digest);
-        if self.present.lock().unwrap().contains(&key) {
-            return Ok(BlobAction::Present);
-        }
-        // Another repository got it this run: mount straight away (a mount of a blob the
-        // repository already holds succeeds too), one request instead of HEAD + mount.
-        if let Some(home) = self.homes.get(&blob.digest) {
-            return self.link_from(target, blob, file, &home, progress);
-        }
-        let new_repo = matches!(self.repos.get(target), Some(RepoState::New));
-        if !new_repo
-            && self
-                .client
-                .head_blob(target, &blob.digest)
-                .map_err(|e| self.error(e))?
-                .is_some()
-        {
-            self.mark_present(target, blob.digest);
-            let _ = self.homes.run(&blob.digest, || Ok::<_, ()>(target.clone()));
-            return Ok(BlobAction::Present);
-        }
-        let upload = |session: Option<String>| -> Result<(), SinkError> {
-            if self.dry_run {
-                return Ok(());
-            }
-            self.client
-                .upload_blob(target, &blob.digest, &file.path, blob.size, session, &|n| {
-                    progress.add_bytes(n)
-                })
-                .map_err(|e| self.error(e))
-        };
-        let (home, uploaded_here) = self.homes.run(&blob.digest, || {
-            upload(None)?;
-            Ok::<_, SinkError>(target.clone())
-        })?;
-        if uploaded_here {
-            self.mark_present(target, blob.digest);
-            return Ok(BlobAction::Uploaded);
-        }
-        self.link_from(target, blob, file, &home, progress)
+        let (action, here) = self
+            .placed
+            .run(&key, || self.place(target, blob, file, progress))?;
+        Ok(if here { action } else { BlobAction::Present })
     }
 
     fn put_manifest(
@@ -317,11 +344,16 @@ impl Sink for RegistrySink<'_> {
             return Ok(());
         }
         let digest = manifest.digest();
+        let by_digest = self.lock(target, digest.to_string());
+        let _digest_held = by_digest.lock().unwrap_or_else(|e| e.into_inner());
+        // Always in this order (digest, then tag), so two locks never wait on each other.
+        let by_tag = tag.map(|t| self.lock(target, format!("tag {t}")));
+        let _tag_held = by_tag
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
         let reference = tag
             .map(str::to_string)
             .unwrap_or_else(|| digest.to_string());
-        let lock = self.manifest_lock(target, digest);
-        let _held = lock.lock().unwrap();
         self.client
             .put_manifest(target, &reference, manifest.media_type(), manifest.bytes())
             .map_err(|e| self.error(e))

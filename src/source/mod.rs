@@ -1,5 +1,6 @@
 //! Sources of images: what the copy engine reads from (a storage tree today).
 
+pub mod beneath;
 pub mod storage_tree;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +72,14 @@ pub struct Upload {
 pub struct BlobFile {
     pub path: PathBuf,
     pub len: u64,
+}
+
+impl BlobFile {
+    /// A reader of exactly the blob's bytes (at most `len`).
+    pub fn open(&self) -> std::io::Result<std::io::Take<std::fs::File>> {
+        use std::io::Read;
+        Ok(std::fs::File::open(&self.path)?.take(self.len))
+    }
 }
 
 /// What to read when scanning a source.

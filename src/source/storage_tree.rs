@@ -2,27 +2,28 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use walkdir::WalkDir;
 
+use super::beneath::{Beneath, Kind, is_symlink_error};
 use super::{BlobFile, RepositoryEntry, Scan, ScanOptions, Source, SourceError, TagEntry, Upload};
 use crate::digest::Digest;
-use crate::manifest::RawManifest;
+use crate::manifest::{MAX_MANIFEST_BYTES, RawManifest};
 use crate::names;
 use crate::problem::Problem;
 
-/// Manifests larger than this are refused (Distribution itself refuses over 4 MiB).
-const MAX_MANIFEST: u64 = 16 << 20;
 /// Link files hold 71 bytes; anything much longer is damage, not a digest.
 const MAX_LINK: u64 = 256;
+/// Repository folders nest at most this deep (a name has at most 255 characters).
+const MAX_NESTING: usize = 128;
 
-/// A storage tree on disk, located at its `docker/registry/v2` folder. Never written to.
+/// A storage tree on disk, located at its `docker/registry/v2` folder. Never written to, and
+/// read without following a symbolic link at any level below that folder.
 #[derive(Debug, Clone)]
 pub struct StorageTree {
     v2: PathBuf,
+    root: Beneath,
 }
 
 impl StorageTree {
@@ -59,7 +60,11 @@ impl StorageTree {
                     path: v2.clone(),
                     error,
                 })?;
-                return Ok(StorageTree { v2 });
+                let root = Beneath::open(&v2).map_err(|error| SourceError::Io {
+                    path: v2.clone(),
+                    error,
+                })?;
+                return Ok(StorageTree { v2, root });
             }
         }
         Err(SourceError::NotATree {
@@ -73,70 +78,25 @@ impl StorageTree {
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.v2
-            .join("blobs/sha256")
-            .join(&hex[..2])
-            .join(&hex)
-            .join("data")
+        self.v2.join(blob_rel(digest))
     }
 
-    fn repositories_dir(&self) -> PathBuf {
-        self.v2.join("repositories")
-    }
-
-    /// Names of every repository folder (one holding `_manifests`, `_layers` or `_uploads`).
+    /// Names of every repository folder (one holding `_manifests`, `_layers` or `_uploads`),
+    /// sorted; symbolic links on the way are reported, never followed.
     fn repository_names(&self) -> Result<(Vec<String>, Vec<Problem>), SourceError> {
-        let top = self.repositories_dir();
         let mut names = Vec::new();
         let mut problems = Vec::new();
-        if !top.exists() {
-            return Ok((names, problems));
-        }
-        let mut walk = WalkDir::new(&top)
-            .min_depth(1)
-            .sort_by_file_name()
-            .into_iter();
-        while let Some(entry) = walk.next() {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) => {
-                    let path = e.path().unwrap_or(&top).to_path_buf();
-                    if path == top {
-                        return Err(SourceError::Io {
-                            path,
-                            error: e.into(),
-                        });
-                    }
-                    problems.push(Problem::Io {
-                        path,
-                        error: e.to_string(),
-                    });
-                    continue;
-                }
-            };
-            if !entry.file_type().is_dir() {
-                continue;
-            }
-            let Some(name) = entry.file_name().to_str() else {
-                problems.push(Problem::BadName {
-                    what: "repository",
-                    name: entry.file_name().to_string_lossy().into_owned(),
-                    path: entry.path().to_path_buf(),
+        match self.root.entries(Path::new("repositories")) {
+            Ok(_) => self.find_repositories(Path::new(""), 0, &mut names, &mut problems),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if is_symlink_error(&e) => problems.push(Problem::Symlink {
+                path: self.v2.join("repositories"),
+            }),
+            Err(error) => {
+                return Err(SourceError::Io {
+                    path: self.v2.join("repositories"),
+                    error,
                 });
-                walk.skip_current_dir();
-                continue;
-            };
-            if name.starts_with('_') {
-                if matches!(name, "_manifests" | "_layers" | "_uploads") {
-                    let repo_dir = entry.path().parent().unwrap_or(&top);
-                    if let Some(repo) = relative_name(&top, repo_dir)
-                        && names.last() != Some(&repo)
-                    {
-                        names.push(repo);
-                    }
-                }
-                walk.skip_current_dir();
             }
         }
         names.sort();
@@ -144,30 +104,113 @@ impl StorageTree {
         Ok((names, problems))
     }
 
+    /// Looks for repositories in `repositories/<rel>`.
+    fn find_repositories(
+        &self,
+        rel: &Path,
+        depth: usize,
+        names: &mut Vec<String>,
+        problems: &mut Vec<Problem>,
+    ) {
+        let folder = Path::new("repositories").join(rel);
+        let entries = match self.root.entries(&folder) {
+            Ok(e) => e,
+            Err(e) => {
+                problems.push(self.problem(&folder, &e));
+                return;
+            }
+        };
+        for (name, kind) in entries {
+            let path = folder.join(&name);
+            let Some(text) = name.to_str() else {
+                problems.push(Problem::BadName {
+                    what: "repository",
+                    name: name.to_string_lossy().into_owned(),
+                    path: self.v2.join(&path),
+                });
+                continue;
+            };
+            match kind {
+                Kind::Symlink => problems.push(Problem::Symlink {
+                    path: self.v2.join(&path),
+                }),
+                Kind::Dir if text.starts_with('_') => {
+                    if matches!(text, "_manifests" | "_layers" | "_uploads")
+                        && let Some(repo) = rel.to_str().filter(|r| !r.is_empty())
+                    {
+                        names.push(repo.to_string());
+                    }
+                }
+                Kind::Dir if depth + 1 >= MAX_NESTING => problems.push(Problem::Io {
+                    path: self.v2.join(&path),
+                    error: format!("folders nest deeper than {MAX_NESTING} levels"),
+                }),
+                Kind::Dir => self.find_repositories(&rel.join(text), depth + 1, names, problems),
+                Kind::File | Kind::Other => {}
+            }
+        }
+    }
+
+    /// A problem reading `rel`, naming the file.
+    fn problem(&self, rel: &Path, e: &io::Error) -> Problem {
+        let path = self.v2.join(rel);
+        if is_symlink_error(e) {
+            Problem::Symlink { path }
+        } else {
+            Problem::io(path, e)
+        }
+    }
+
+    /// Sub-folders of `rel`, sorted; links among them come back as problems.
+    fn folders(
+        &self,
+        rel: &Path,
+    ) -> io::Result<Vec<(std::ffi::OsString, Result<PathBuf, Problem>)>> {
+        Ok(self
+            .root
+            .entries(rel)?
+            .into_iter()
+            .filter_map(|(name, kind)| {
+                let path = rel.join(&name);
+                match kind {
+                    Kind::Dir => Some((name, Ok(path))),
+                    Kind::Symlink => Some((
+                        name,
+                        Err(Problem::Symlink {
+                            path: self.v2.join(path),
+                        }),
+                    )),
+                    Kind::File | Kind::Other => None,
+                }
+            })
+            .collect())
+    }
+
     fn read_repository(&self, name: &str, options: ScanOptions) -> RepositoryEntry {
-        let dir = self.repositories_dir().join(name);
+        let dir = Path::new("repositories").join(name);
         let mut problems = Vec::new();
         if let Err(why) = names::check_repository(name) {
             problems.push(Problem::BadName {
                 what: "repository",
                 name: format!("{name} ({why})"),
-                path: dir.clone(),
+                path: self.v2.join(&dir),
             });
         }
         let tags_dir = dir.join("_manifests/tags");
         let mut tags = Vec::new();
-        match sorted_dir_names(&tags_dir) {
+        match self.folders(&tags_dir) {
             Ok(entries) => {
-                for (tag, tag_dir) in entries {
-                    let link = tag_dir.join("current/link");
-                    let target = match tag.to_str() {
-                        Some(t) if names::check_tag(t).is_ok() => read_link(&link),
+                for (tag, folder) in entries {
+                    let target = folder.and_then(|tag_dir| match tag.to_str() {
+                        Some(t) if names::check_tag(t).is_ok() => {
+                            self.read_link(&tag_dir.join("current/link"))
+                        }
                         _ => Err(Problem::BadName {
                             what: "tag",
                             name: tag.to_string_lossy().into_owned(),
-                            path: tag_dir.clone(),
+                            path: self.v2.join(&tag_dir),
                         }),
-                    };
+                    });
                     tags.push(TagEntry {
                         name: tag.to_string_lossy().into_owned(),
                         target,
@@ -175,21 +218,22 @@ impl StorageTree {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => problems.push(Problem::io(&tags_dir, &e)),
+            Err(e) => problems.push(self.problem(&tags_dir, &e)),
         }
         let mut revisions = Vec::new();
         if options.revisions {
             let rev_dir = dir.join("_manifests/revisions/sha256");
-            match sorted_dir_names(&rev_dir) {
+            match self.folders(&rev_dir) {
                 Ok(entries) => {
-                    for (hex, path) in entries {
-                        let link = path.join("link");
-                        revisions.push(read_link(&link).and_then(|d| {
+                    for (hex, folder) in entries {
+                        revisions.push(folder.and_then(|path| {
+                            let link = path.join("link");
+                            let d = self.read_link(&link)?;
                             if Some(d.hex().as_str()) == hex.to_str() {
                                 Ok(d)
                             } else {
                                 Err(Problem::BadLink {
-                                    path: link.clone(),
+                                    path: self.v2.join(&link),
                                     error: crate::digest::DigestError::Malformed {
                                         found: format!(
                                             "{d} under folder {}",
@@ -202,21 +246,20 @@ impl StorageTree {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => problems.push(Problem::io(&rev_dir, &e)),
+                Err(e) => problems.push(self.problem(&rev_dir, &e)),
             }
         }
         let uploads_dir = dir.join("_uploads");
         let mut uploads = Vec::new();
-        if let Ok(entries) = sorted_dir_names(&uploads_dir) {
-            for (id, path) in entries {
-                let bytes = fs::symlink_metadata(path.join("data"))
-                    .map(|m| m.len())
-                    .unwrap_or(0);
+        if let Ok(entries) = self.folders(&uploads_dir) {
+            for (id, folder) in entries {
+                let Ok(path) = folder else { continue };
+                let bytes = self.root.file_len(&path.join("data")).unwrap_or(0);
                 uploads.push(Upload {
                     repository: name.to_string(),
                     id: id.to_string_lossy().into_owned(),
                     bytes,
-                    path,
+                    path: self.v2.join(path),
                 });
             }
         }
@@ -228,6 +271,48 @@ impl StorageTree {
             problems,
         }
     }
+
+    /// Reads a link file strictly: `sha256:<64 hex>` and nothing else.
+    fn read_link(&self, rel: &Path) -> Result<Digest, Problem> {
+        let bytes = self.read_capped(rel, MAX_LINK)?;
+        Digest::from_link(&bytes).map_err(|error| Problem::BadLink {
+            path: self.v2.join(rel),
+            error,
+        })
+    }
+
+    /// Reads at most `max` bytes (+1 to notice more) of the regular file `rel`, never through a
+    /// link. A missing file comes back as `Problem::MissingLink`, which callers rename.
+    fn read_capped(&self, rel: &Path, max: u64) -> Result<Vec<u8>, Problem> {
+        let path = self.v2.join(rel);
+        let file = match self.root.file(rel) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Problem::MissingLink { path });
+            }
+            Err(e) => return Err(self.problem(rel, &e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(max + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Problem::io(&path, &e))?;
+        if bytes.len() as u64 > max {
+            return Err(Problem::Io {
+                path,
+                error: format!("larger than the {max} bytes such a file can hold"),
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+/// `blobs/sha256/<hex[:2]>/<hex>/data`, relative to the v2 folder.
+fn blob_rel(digest: &Digest) -> PathBuf {
+    let hex = digest.hex();
+    Path::new("blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex)
+        .join("data")
 }
 
 impl Source for StorageTree {
@@ -254,13 +339,15 @@ impl Source for StorageTree {
 
     fn manifest(&self, digest: &Digest) -> Result<RawManifest, Problem> {
         let path = self.blob_path(digest);
-        let bytes = read_capped(&path, MAX_MANIFEST).map_err(|p| match p {
-            Problem::MissingLink { path } => Problem::MissingManifest {
-                digest: *digest,
-                path,
-            },
-            other => other,
-        })?;
+        let bytes = self
+            .read_capped(&blob_rel(digest), MAX_MANIFEST_BYTES)
+            .map_err(|p| match p {
+                Problem::MissingLink { path } => Problem::MissingManifest {
+                    digest: *digest,
+                    path,
+                },
+                other => other,
+            })?;
         let found = Digest::of(&bytes);
         if found != *digest {
             return Err(Problem::CorruptManifest {
@@ -278,26 +365,22 @@ impl Source for StorageTree {
     }
 
     fn blob(&self, digest: &Digest) -> Result<BlobFile, Problem> {
-        let path = self.blob_path(digest);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => Err(Problem::Symlink { path }),
-            Ok(m) if m.is_file() => Ok(BlobFile { len: m.len(), path }),
-            Ok(_) => Err(Problem::Io {
-                path,
-                error: "not a regular file".to_string(),
-            }),
+        let rel = blob_rel(digest);
+        let path = self.v2.join(&rel);
+        match self.root.file_len(&rel) {
+            Ok(len) => Ok(BlobFile { len, path }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Problem::MissingBlob {
                 role: "".to_string(),
                 digest: *digest,
                 path,
             }),
-            Err(e) => Err(Problem::io(path, &e)),
+            Err(e) => Err(self.problem(&rel, &e)),
         }
     }
 
     fn small_blob(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, Problem> {
         let path = self.blob_path(digest);
-        let bytes = read_capped(&path, max)?;
+        let bytes = self.read_capped(&blob_rel(digest), max)?;
         let found = Digest::of(&bytes);
         if found != *digest {
             return Err(Problem::CorruptBlob {
@@ -309,69 +392,6 @@ impl Source for StorageTree {
         }
         Ok(bytes)
     }
-}
-
-/// Reads a link file strictly: `sha256:<64 hex>` and nothing else.
-fn read_link(path: &Path) -> Result<Digest, Problem> {
-    let bytes = read_capped(path, MAX_LINK)?;
-    Digest::from_link(&bytes).map_err(|error| Problem::BadLink {
-        path: path.to_path_buf(),
-        error,
-    })
-}
-
-/// Opens without following a final symlink and reads at most `max` bytes (+1 to notice more).
-/// A missing file comes back as `Problem::MissingLink`, which callers rename.
-fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Problem> {
-    let file = File::options()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path);
-    let file = match file {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(Problem::MissingLink {
-                path: path.to_path_buf(),
-            });
-        }
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
-            return Err(Problem::Symlink {
-                path: path.to_path_buf(),
-            });
-        }
-        Err(e) => return Err(Problem::io(path, &e)),
-    };
-    let mut bytes = Vec::new();
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Problem::io(path, &e))?;
-    if bytes.len() as u64 > max {
-        return Err(Problem::Io {
-            path: path.to_path_buf(),
-            error: format!("larger than the {max} bytes such a file can hold"),
-        });
-    }
-    Ok(bytes)
-}
-
-/// Folder entries that are directories (not symlinks), sorted by name.
-fn sorted_dir_names(dir: &Path) -> io::Result<Vec<(std::ffi::OsString, PathBuf)>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            out.push((entry.file_name(), entry.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-fn relative_name(top: &Path, dir: &Path) -> Option<String> {
-    let rel = dir.strip_prefix(top).ok()?;
-    let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-    let parts = parts?;
-    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 /// Recognises tar, gzip and zstd archives by their first bytes.

@@ -4,22 +4,21 @@ pub mod platforms;
 pub mod verdict;
 
 use std::collections::HashSet;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::destination::Mapping;
 use crate::digest::Digest;
 use crate::engine::once::OnceMap;
+use crate::engine::{Fatal, Halt, Job};
 use crate::inventory::Image;
-use crate::manifest::{ManifestKind, Platform, RawManifest};
+use crate::manifest::{ManifestKind, RawManifest};
 use crate::progress::Progress;
 use crate::registry::{Client, RegistryError};
+use crate::sink::registry::classify;
+use crate::sink::{ImageError, SinkError};
 pub use platforms::PlatformSelection;
 use platforms::{EntryMismatch, compare};
 pub use verdict::{Counts, Reason, Status, Verdict};
-
-/// Indexes nest at most this deep (as in the inventory).
-const MAX_DEPTH: usize = 4;
 
 /// What a validation checks.
 #[derive(Debug, Clone, Default)]
@@ -32,8 +31,8 @@ pub struct Options {
 /// A (destination repository, digest) pair.
 type RepoDigest = (String, Digest);
 
-/// Checks images against one registry; shared by the workers of a run, with one answer per
-/// (repository, digest) so shared blobs and children are asked once.
+/// Checks images against one registry: a job the engine runs, with one answer per (repository,
+/// digest) so shared blobs and children are asked once.
 pub struct Checker<'a> {
     client: &'a Client,
     mapping: Mapping,
@@ -41,35 +40,6 @@ pub struct Checker<'a> {
     manifests: OnceMap<RepoDigest, bool>,
     blobs: OnceMap<RepoDigest, bool>,
     requests: AtomicUsize,
-}
-
-/// A problem that ends the whole run (exit 2).
-#[derive(Debug, Clone)]
-pub struct Fatal(pub String);
-
-/// Everything a run found, in the order of the images given.
-#[derive(Debug, Default)]
-pub struct ValidationResult {
-    pub verdicts: Vec<Verdict>,
-    /// Set when the run stopped early (destination unreachable or refusing us).
-    pub fatal: Option<String>,
-    /// Requests sent to the destination.
-    pub requests: usize,
-}
-
-impl ValidationResult {
-    pub fn counts(&self) -> Counts {
-        Counts::of(&self.verdicts)
-    }
-
-    /// Source `repo:tag` of every tag the destination does not hold (or that was not checked).
-    pub fn failed_list(&self) -> Vec<String> {
-        self.verdicts
-            .iter()
-            .filter(|v| matches!(v.status, Status::Fail | Status::NotChecked))
-            .map(|v| v.source.clone())
-            .collect()
-    }
 }
 
 impl<'a> Checker<'a> {
@@ -85,7 +55,7 @@ impl<'a> Checker<'a> {
     }
 
     /// The verdict on one image; `Err` only for problems that end the run.
-    pub fn check(&self, image: &Image) -> Result<Verdict, Fatal> {
+    pub fn check(&self, image: &Image) -> Result<Verdict, Halt> {
         let mut verdict = Verdict::new(image);
         if !image.is_ok() {
             verdict.status = Status::SourceProblem;
@@ -118,7 +88,7 @@ impl<'a> Checker<'a> {
             verdict: &mut verdict,
             seen: HashSet::new(),
         };
-        self.check_tag(&reference, top, &mut walk)?;
+        self.check_tag(&reference, top, image.manifests.len() - 1, &mut walk)?;
         verdict.status = if verdict.reasons.is_empty() {
             Status::Pass
         } else {
@@ -131,13 +101,20 @@ impl<'a> Checker<'a> {
         &self,
         reference: &str,
         top: &RawManifest,
+        index: usize,
         walk: &mut Walk<'_>,
-    ) -> Result<(), Fatal> {
+    ) -> Result<(), Halt> {
         let repository = walk.repository;
         let found = match self.tag_digest(repository, reference) {
             Ok(Some(d)) => d,
-            Ok(None) => return walk.fail(Reason::MissingTag),
-            Err(e) => return walk.fail(self.reason(e)?),
+            Ok(None) => {
+                walk.fail(Reason::MissingTag);
+                return Ok(());
+            }
+            Err(e) => {
+                walk.fail(self.reason(e)?);
+                return Ok(());
+            }
         };
         walk.verdict.found = Some(found);
         if found != top.digest() {
@@ -147,18 +124,28 @@ impl<'a> Checker<'a> {
                 platform: None,
             };
             if !top.kind().is_index() {
-                return walk.fail(differs);
+                walk.fail(differs);
+                return Ok(());
             }
             self.requests.fetch_add(1, Ordering::Relaxed);
             let dest = match self.client.get_manifest(repository, &found.to_string()) {
                 Ok(Some(m)) => m,
                 // Gone between the HEAD and the GET: say what the HEAD saw.
-                Ok(None) => return walk.fail(differs),
-                Err(e) => return walk.fail(self.reason(e)?),
+                Ok(None) => {
+                    walk.fail(differs);
+                    return Ok(());
+                }
+                Err(e) => {
+                    walk.fail(self.reason(e)?);
+                    return Ok(());
+                }
             };
             let dest = match RawManifest::parse(dest.bytes) {
                 Ok(m) if m.kind().is_index() => m,
-                _ => return walk.fail(differs),
+                _ => {
+                    walk.fail(differs);
+                    return Ok(());
+                }
             };
             let comparison = compare(top, &dest, &self.options.platforms);
             let mismatches = comparison.mismatches.clone();
@@ -170,7 +157,8 @@ impl<'a> Checker<'a> {
                         "every source entry is in the destination index with its platform; only the index differs (-a/--os compare entries only)".to_string(),
                     );
                 }
-                return walk.fail(differs);
+                walk.fail(differs);
+                return Ok(());
             }
             if !mismatches.is_empty() {
                 for m in mismatches {
@@ -190,23 +178,21 @@ impl<'a> Checker<'a> {
                             dest,
                             source: source.platform,
                         },
-                    })?;
+                    });
                 }
                 return Ok(());
             }
         }
-        self.check_below(top, "", 0, walk)
+        self.check_below(index, 0, walk)
     }
 
-    /// Children (by digest) and blobs of one manifest; `label` names the platform for messages.
-    fn check_below(
-        &self,
-        manifest: &RawManifest,
-        label: &str,
-        depth: usize,
-        walk: &mut Walk<'_>,
-    ) -> Result<(), Fatal> {
+    /// Children (by digest) and blobs of the image's manifest number `index`, as the inventory
+    /// resolved them; at the top, only the index entries the platform selection keeps.
+    fn check_below(&self, index: usize, depth: usize, walk: &mut Walk<'_>) -> Result<(), Halt> {
         let repository = walk.repository;
+        let image = walk.image;
+        let manifest = &image.manifests[index];
+        let refs = &image.refs[index];
         let entries = if depth == 0 {
             self.options.platforms.entries(manifest)
         } else {
@@ -222,56 +208,44 @@ impl<'a> Checker<'a> {
             if !walk.seen.insert(entry.digest) {
                 continue;
             }
-            let platform = entry.platform.clone();
             match self.manifest_present(repository, entry.digest) {
                 Ok(true) => walk.verdict.manifests_checked += 1,
                 Ok(false) => {
                     walk.fail(Reason::MissingChild {
                         digest: entry.digest,
-                        platform,
+                        platform: entry.platform.clone(),
                         dest_index: None,
-                    })?;
+                    });
                     continue;
                 }
                 Err(e) => {
-                    walk.fail(self.reason(e)?)?;
+                    walk.fail(self.reason(e)?);
                     continue;
                 }
             }
-            let image = walk.image;
-            let child = image.manifests.iter().find(|m| m.digest() == entry.digest);
-            if let Some(child) = child
-                && depth < MAX_DEPTH
-            {
-                let label = child_label(label, platform.as_ref(), entry.digest);
-                self.check_below(child, &label, depth + 1, walk)?;
+            let child = refs
+                .children
+                .iter()
+                .copied()
+                .find(|&c| image.manifests[c].digest() == entry.digest);
+            if let Some(child) = child {
+                self.check_below(child, depth + 1, walk)?;
             }
         }
         if self.options.shallow {
             return Ok(());
         }
-        let config = manifest.config().map(|c| (c, "config".to_string()));
-        let layers = manifest
-            .layers()
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l, format!("layer {}", i + 1)));
-        for (descriptor, role) in config.into_iter().chain(layers) {
-            if descriptor.is_foreign() || !walk.seen.insert(descriptor.digest) {
+        for blob in refs.blobs.iter().map(|&b| &image.blobs[b]) {
+            if !walk.seen.insert(blob.digest) {
                 continue;
             }
-            let role = if label.is_empty() {
-                role
-            } else {
-                format!("{label} {role}")
-            };
-            match self.blob_present(repository, descriptor.digest) {
+            match self.blob_present(repository, blob.digest) {
                 Ok(true) => walk.verdict.blobs_checked += 1,
                 Ok(false) => walk.fail(Reason::MissingBlob {
-                    digest: descriptor.digest,
-                    role,
-                })?,
-                Err(e) => walk.fail(self.reason(e)?)?,
+                    digest: blob.digest,
+                    role: blob.role.clone(),
+                }),
+                Err(e) => walk.fail(self.reason(e)?),
             }
         }
         Ok(())
@@ -320,35 +294,47 @@ impl<'a> Checker<'a> {
         Ok(present)
     }
 
-    /// A registry error as a per-tag reason, or as the end of the run when it concerns the whole destination.
-    fn reason(&self, e: RegistryError) -> Result<Reason, Fatal> {
-        let needs_credentials = "the destination needs credentials: pass --username with --password-stdin, set FERRY_USERNAME/FERRY_PASSWORD, or use --authfile";
-        match &e {
-            RegistryError::Auth(_) | RegistryError::Certificate { .. } => Err(Fatal(e.to_string())),
-            RegistryError::Transport { .. } => Err(Fatal(format!("destination unreachable: {e}"))),
-            RegistryError::Status { status: 401, .. } if !self.client.has_credentials() => {
-                Err(Fatal(format!("{e} ({needs_credentials})")))
-            }
+    /// A registry error as a per-tag reason, or as the end of the run when it concerns the whole
+    /// destination. A 401 with credentials the destination accepted at the start concerns one
+    /// repository (a project the account may not read).
+    fn reason(&self, e: RegistryError) -> Result<Reason, Halt> {
+        let error = match e {
             RegistryError::Status {
                 status: status @ (401 | 403),
-                errors,
+                ref errors,
                 ..
-            } => Ok(Reason::Unauthorised {
-                status: *status,
-                code: errors.first().map(|e| e.code.clone()),
-                who: self.client.who(),
-            }),
-            RegistryError::Status { status, errors, .. } => Ok(Reason::DestinationError {
+            } if status == 403 || self.client.has_credentials() => {
+                return Ok(Reason::Unauthorised {
+                    status,
+                    code: errors.first().map(|e| e.code.clone()),
+                    who: self.client.who(),
+                });
+            }
+            e => match classify(self.client, e) {
+                SinkError::Fatal(f) => return Err(Halt::Fatal(f)),
+                SinkError::Stopped => return Err(Halt::Stopped),
+                SinkError::Image(ImageError::Registry { error, .. }) => error,
+                SinkError::Image(other) => {
+                    return Ok(Reason::DestinationError {
+                        status: None,
+                        code: None,
+                        detail: other.to_string(),
+                    });
+                }
+            },
+        };
+        Ok(match &error {
+            RegistryError::Status { status, errors, .. } => Reason::DestinationError {
                 status: Some(*status),
                 code: errors.first().map(|e| e.code.clone()),
-                detail: e.to_string(),
-            }),
-            _ => Ok(Reason::DestinationError {
+                detail: error.to_string(),
+            },
+            _ => Reason::DestinationError {
                 status: None,
                 code: None,
-                detail: e.to_string(),
-            }),
-        }
+                detail: error.to_string(),
+            },
+        })
     }
 
     /// Requests sent so far.
@@ -367,66 +353,21 @@ struct Walk<'v> {
 }
 
 impl Walk<'_> {
-    fn fail(&mut self, reason: Reason) -> Result<(), Fatal> {
+    fn fail(&mut self, reason: Reason) {
         self.verdict.reasons.push(reason);
-        Ok(())
     }
 }
 
-/// How a child's blobs are named in messages: its platform, or its digest when it has none.
-fn child_label(parent: &str, platform: Option<&Platform>, digest: Digest) -> String {
-    let own = match platform {
-        Some(p) => p.to_string(),
-        None => format!("child {}", digest.short()),
-    };
-    if parent.is_empty() {
-        own
-    } else {
-        format!("{parent} {own}")
-    }
-}
+impl Job for Checker<'_> {
+    type Outcome = Verdict;
 
-/// Checks `images` on `jobs` workers. A fatal problem stops the run; tags not reached are `not checked`.
-pub fn run(
-    checker: &Checker<'_>,
-    images: &[Image],
-    jobs: usize,
-    progress: &Progress,
-) -> ValidationResult {
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let fatal: Mutex<Option<String>> = Mutex::new(None);
-    let verdicts: Mutex<Vec<(usize, Verdict)>> = Mutex::new(Vec::with_capacity(images.len()));
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, images.len().max(1)) {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(image) = images.get(i) else { break };
-                    let verdict = if stop.load(Ordering::Relaxed) {
-                        Verdict::not_checked(image)
-                    } else {
-                        match checker.check(image) {
-                            Ok(v) => v,
-                            Err(Fatal(e)) => {
-                                stop.store(true, Ordering::Relaxed);
-                                fatal.lock().unwrap().get_or_insert(e);
-                                Verdict::not_checked(image)
-                            }
-                        }
-                    };
-                    progress.add_bytes(image.size());
-                    progress.image_done(&image.reference());
-                    verdicts.lock().unwrap().push((i, verdict));
-                }
-            });
-        }
-    });
-    let mut verdicts = verdicts.into_inner().unwrap();
-    verdicts.sort_by_key(|(i, _)| *i);
-    ValidationResult {
-        verdicts: verdicts.into_iter().map(|(_, v)| v).collect(),
-        fatal: fatal.into_inner().unwrap(),
-        requests: checker.requests(),
+    fn run(&self, image: &Image, progress: &Progress) -> Result<Verdict, Halt> {
+        let verdict = self.check(image);
+        progress.add_bytes(image.size());
+        verdict
+    }
+
+    fn not_done(&self, image: &Image, cause: &Fatal, _started: bool) -> Verdict {
+        Verdict::not_checked(image, cause)
     }
 }

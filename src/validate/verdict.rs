@@ -7,6 +7,7 @@ use serde::{Serialize, Serializer};
 
 use super::platforms::{SpecComparison, describe};
 use crate::digest::Digest;
+use crate::engine::{Fatal, Outcome};
 use crate::inventory::Image;
 use crate::manifest::Platform;
 
@@ -182,6 +183,9 @@ pub struct Verdict {
     /// What a reader should know that is not a failure (nothing selected, only the index differs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Why the run stopped before this tag was checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// Index entries compared (srcSpec / dstSpec) when the destination index differs.
     #[serde(skip_serializing_if = "Option::is_none", flatten)]
     pub specs: Option<SpecComparison>,
@@ -200,21 +204,28 @@ impl Verdict {
             reasons: Vec::new(),
             source_problems: Vec::new(),
             notes: Vec::new(),
+            stopped: None,
             specs: None,
             manifests_checked: 0,
             blobs_checked: 0,
         }
     }
 
-    pub fn not_checked(image: &Image) -> Verdict {
-        Verdict::new(image)
+    /// A tag the run stopped before, for `cause`.
+    pub fn not_checked(image: &Image, cause: &Fatal) -> Verdict {
+        let mut v = Verdict::new(image);
+        v.stopped = Some(cause.to_string());
+        v
     }
 
     /// The reasons in one line (or the source problems).
     pub fn summary(&self) -> String {
         match self.status {
             Status::Pass => "ok".to_string(),
-            Status::NotChecked => "not checked: the run stopped early".to_string(),
+            Status::NotChecked => format!(
+                "not checked: {}",
+                self.stopped.as_deref().unwrap_or("the run stopped early")
+            ),
             Status::SourceProblem => format!("source problem: {}", self.source_problems.join("; ")),
             Status::Fail => self
                 .reasons
@@ -223,6 +234,12 @@ impl Verdict {
                 .collect::<Vec<_>>()
                 .join("; "),
         }
+    }
+}
+
+impl Outcome for Verdict {
+    fn retry_reference(&self) -> Option<&str> {
+        matches!(self.status, Status::Fail | Status::NotChecked).then_some(self.source.as_str())
     }
 }
 

@@ -414,6 +414,20 @@ fn symlinks_are_not_followed_out_of_the_tree() {
     fs::remove_file(&data).unwrap();
     std::os::unix::fs::symlink(&copy, &data).unwrap();
 
+    // A repository's `_manifests/tags` replaced by a link to another tree's tags.
+    let tags = tree::repo_dir(root, "ns/sub").join("_manifests/tags");
+    fs::rename(&tags, outside.path().join("ns-sub-tags")).unwrap();
+    std::os::unix::fs::symlink(
+        tree::repo_dir(elsewhere.root(), "alpine").join("_manifests/tags"),
+        &tags,
+    )
+    .unwrap();
+    // A tag's `current` folder replaced by a link to another tag's.
+    let current = tree::tag_current_link(root, "org/team/sub/app", "1.0");
+    let current = current.parent().unwrap();
+    fs::rename(current, outside.path().join("current")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("current"), current).unwrap();
+
     let (code, rows, stderr) = list_json(root, &[]);
     assert_eq!(code, 1, "{stderr}");
     let by_ref = tagged(&rows);
@@ -421,6 +435,24 @@ fn symlinks_are_not_followed_out_of_the_tree() {
         by_ref.keys().all(|k| !k.starts_with("linked")),
         "{:?}",
         by_ref.keys()
+    );
+    // Nothing was read through the links; each is reported, naming it.
+    assert!(
+        by_ref.keys().all(|k| !k.starts_with("ns/sub:")),
+        "tags read through a linked _manifests/tags: {:?}",
+        by_ref.keys()
+    );
+    for link in [tree::repo_dir(root, "linked"), tags.clone()] {
+        let shown = format!("{} is a symbolic link", link.display());
+        assert!(stderr.contains(&shown), "{shown} not in:\n{stderr}");
+    }
+    assert_eq!(by_ref["org/team/sub/app:1.0"]["status"], "broken");
+    assert!(
+        by_ref["org/team/sub/app:1.0"]["problems"]
+            .to_string()
+            .contains("is a symbolic link"),
+        "{}",
+        by_ref["org/team/sub/app:1.0"]["problems"]
     );
     assert_eq!(by_ref["ns/sub/img:2.0"]["status"], "broken");
     assert!(
@@ -472,4 +504,61 @@ fn a_repository_folder_with_an_invalid_name_breaks_its_tags_only() {
             assert_eq!(row["status"], "ok", "{reference}");
         }
     }
+}
+
+#[test]
+fn names_with_control_characters_never_break_a_line_and_come_back_through_images() {
+    let fx = standard_tree(18);
+    let root = fx.root();
+    // Hand-made damage: a tag folder whose name holds a newline (Distribution never writes one).
+    let tags = tree::repo_dir(root, "alpine").join("_manifests/tags");
+    fs::rename(tags.join("3.19"), tags.join("3.19\nINJECTED")).unwrap();
+    let out = ferry()
+        .arg("list")
+        .arg(root)
+        .args(["--format", "images"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    for text in [&stdout, &stderr] {
+        assert!(
+            text.lines().all(|l| !l.starts_with("INJECTED")),
+            "a name broke a line:\n{text}"
+        );
+    }
+    let quoted: Vec<&str> = stdout.lines().filter(|l| l.starts_with('"')).collect();
+    assert_eq!(quoted, [r#""alpine:3.19\nINJECTED""#], "{stdout}");
+
+    // The failed list of a push holds the same line, and --images reads it back: the one image
+    // it names is selected again (and fails again, for the same reason).
+    let reg = ferry_testkit::Registry::start().unwrap();
+    let dir = crate::util::workdir();
+    let ran = crate::util::run(&mut crate::util::push_cmd(
+        root,
+        &reg.url(),
+        dir.path(),
+        &[],
+    ));
+    assert_eq!(ran.code, 1, "{}", ran.stderr);
+    let failed = fs::read_to_string(dir.path().join("failed.txt")).unwrap();
+    assert_eq!(failed, "\"alpine:3.19\\nINJECTED\"\n");
+    let again = crate::util::run(&mut crate::util::push_cmd(
+        root,
+        &reg.url(),
+        dir.path(),
+        &["--images", dir.path().join("failed.txt").to_str().unwrap()],
+    ));
+    assert_eq!(again.code, 1, "{}", again.stderr);
+    assert!(
+        again.stderr.contains("0 pushed, 0 skipped, 1 failed"),
+        "{}",
+        again.stderr
+    );
+    assert!(
+        again.stderr.lines().all(|l| !l.starts_with("INJECTED")),
+        "{}",
+        again.stderr
+    );
 }

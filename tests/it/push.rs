@@ -920,3 +920,46 @@ fn schema1_images_are_listed_as_such_and_skipped_by_push_with_a_reason() {
     );
     assert_tags_at(&Pusher::new(&reg), &fx.truth, default_destination);
 }
+
+#[test]
+fn a_tag_list_that_keeps_failing_is_asked_once_per_run_and_its_images_still_go() {
+    let fx = standard_tree(54);
+    let reg = Registry::start().unwrap();
+    let proxy = Proxy::start(&reg.url()).unwrap();
+    let dir = workdir();
+    let listing = |m: &str, p: &str| m == "GET" && p == "/v2/library/alpine/tags/list";
+    proxy.fail_next(1000, 500, listing);
+    let ran = run(&mut push_cmd(
+        fx.root(),
+        &proxy.url(),
+        dir.path(),
+        &["--retries", "2", "-j", "4"],
+    ));
+    assert_eq!(ran.code, 0, "{}", ran.all());
+    assert_tags_at(&Pusher::new(&reg), &fx.truth, default_destination);
+    // Three tags of alpine wait on one listing: 1 try + 2 retries, learnt once, not per worker.
+    let asked = proxy
+        .requests()
+        .iter()
+        .filter(|r| listing(&r.method, &r.path))
+        .count();
+    assert_eq!(asked, 3, "{}", ran.stderr);
+    assert_eq!(
+        ran.stderr
+            .matches("cannot list the tags of library/alpine")
+            .count(),
+        1,
+        "{}",
+        ran.stderr
+    );
+    // Each retry is said on stderr, with the reason.
+    assert_eq!(
+        ran.stderr
+            .lines()
+            .filter(|l| l.contains("tags/list") && l.contains("500") && l.contains("retry"))
+            .count(),
+        2,
+        "{}",
+        ran.stderr
+    );
+}

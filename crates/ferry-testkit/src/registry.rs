@@ -176,6 +176,8 @@ fn yaml_quote(s: &str) -> String {
 /// Dropping it kills the process and removes its temp dir.
 pub struct Registry {
     port: u16,
+    /// The value of the instance header this process answers with.
+    instance: String,
     child: Option<Child>,
     config: RegistryConfig,
     storage_root: PathBuf,
@@ -265,6 +267,7 @@ impl Registry {
                 .with_context(|| format!("spawning {}", config.binary.display()))?;
             let mut reg = Registry {
                 port,
+                instance: instance.clone(),
                 child: Some(child),
                 config: config.clone(),
                 storage_root: storage_root.clone(),
@@ -410,6 +413,52 @@ impl Registry {
             storage_root: self.storage_root.clone(),
             log_path: self.log_path.clone(),
         })
+    }
+
+    /// Sends `signal` to the registry process: SIGSTOP freezes it (it still accepts connections,
+    /// through the kernel, and answers nothing), SIGCONT thaws it.
+    pub fn signal(&self, signal: Signal) -> Result<()> {
+        let pid = self.pid().context("the registry is not running")?;
+        kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("kill -{signal} {pid}"))
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would; the storage stays for `restart`.
+    pub fn crash(&mut self) {
+        self.kill_child();
+    }
+
+    /// Starts the registry again on the same port, config and storage (after `crash`).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill_child();
+        let dir = self
+            .dir
+            .as_ref()
+            .context("a started registry owns its temp dir")?
+            .path()
+            .to_path_buf();
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log_path)
+            .context("opening registry log")?;
+        let mut cmd = Command::new(&self.config.binary);
+        cmd.arg("serve")
+            .arg(dir.join("config.yml"))
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("REGISTRY_") {
+                cmd.env_remove(key);
+            }
+        }
+        self.child = Some(
+            cmd.spawn()
+                .with_context(|| format!("spawning {}", self.config.binary.display()))?,
+        );
+        let instance = self.instance.clone();
+        self.wait_ready(&instance)
+            .with_context(|| format!("restart; log tail:\n{}", self.log_tail(20)))
     }
 
     fn kill_child(&mut self) {
