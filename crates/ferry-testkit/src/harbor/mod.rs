@@ -24,16 +24,19 @@
 //! | quotas: POST upload asks 0 bytes (from 2.9; nothing before), a mount the blob's size unless the project has it, PUT blob its `Content-Length` (else the session's size) unless the project has it, PUT manifest its size plus referenced blobs the project lacks (foreign layers free); over the limit 403 DENIED "adding 1.2 MiB of storage resource, which when updated to current usage of 9.5 MiB will exceed the configured upper limit of 10.0 MiB."; reservations rolled back when the answer is not 2xx/3xx | `src/server/middleware/quota/*.go`, `src/controller/quota/controller.go`, `src/pkg/quota/{errors,util}.go`, `src/pkg/quota/types/format.go` |
 //! | immutable tags: a manifest PUT to an existing tag a rule matches gets 412 PRECONDITION "Failed to process request due to 'repo:tag' configured as immutable." (repository without project), even with identical bytes | `src/server/middleware/immutable/{pushmf,error}.go`, `src/pkg/immutable/match/rule/match.go` |
 //! | unknown manifest content types fall to schema1 parsing: 400 MANIFEST_INVALID "unmarshal manifest failed: missing signature key" | `src/server/middleware/quota/put_manifest.go`, `src/pkg/distribution/distribution.go` (Distribution v2.8.2 `manifests.go`, `schema1`) |
-//! | index children must be artifacts of the same repository: 404 "artifact R@D not found" after the registry accepted it (nothing recorded) | `src/controller/artifact/{controller,abstractor}.go`, `src/server/registry/manifest.go` |
-//! | cosign `sha256-<hex>.sig` tags with a simplesigning layer: the subject must exist up to 2.7 (404 "artifact R@sha256:<hex> not found"), not from 2.8 | v2.5.0/v2.7.0/v2.8.0 `src/server/middleware/cosign/cosign.go` |
+//! | index children must be artifacts of the same repository: 404 "artifact R@D not found" once the registry has stored the index (Harbor records nothing, so the tag stays invisible) | `src/controller/artifact/{controller,abstractor}.go`, `src/server/registry/manifest.go` |
+//! | cosign `sha256-<hex>.sig` tags with a simplesigning layer: the subject must exist up to 2.7 (404 "artifact R@sha256:<hex> not found", after the registry stored it), not from 2.8; a `subject` field is only handled from 2.8 and never refused | v2.5.0/v2.7.0/v2.8.0 `src/server/middleware/{cosign,subject}/*.go` |
 //! | GET/HEAD manifest and `tags/list` answered from Harbor's database: 404 "repository R not found", "artifact R:T not found"; tags sorted; HEAD blob 404 for a blob Harbor does not know | `src/server/registry/{manifest,tag}.go`, `src/server/middleware/blob/head_blob.go` |
 //! | responses carry `Set-Cookie: sid=…`; a request sending `sid` back gets 403 FORBIDDEN "CSRF token invalid" on POST/PUT/PATCH/DELETE unless it sends a token the double gave in `X-Harbor-CSRF-Token` | `src/server/middleware/{session,csrf}/*.go`, `src/core/main.go`, gorilla/csrf v1.6.2/v1.7.2 |
 //!
 //! Where the double departs from Harbor, on purpose: tokens are HS256 JWTs signed with a key
 //! the double owns (Harbor signs RS256; only the double checks them); Harbor's database is the
-//! double's memory of what went through it (a registry written to directly is not seen);
-//! robots only carry the permissions listed in [`Perm`]; the order of actions in a token is
-//! fixed (Harbor's follows a Go map).
+//! double's memory of what went through it (a registry written to directly is not seen, which
+//! is how tests make "in the registry but not in Harbor"); robots and roles only carry the
+//! permissions listed in [`Perm`], and the summary shows `repo_count` and `quota` only; the
+//! order of actions in a token is fixed (Harbor's follows a Go map); a CSRF token is any token
+//! the double handed out (gorilla/csrf also ties it to its `_gorilla_csrf` cookie); error texts
+//! that quote Go's JSON parser are approximations.
 
 mod api;
 mod double;
