@@ -39,12 +39,15 @@
 //! that quote Go's JSON parser are approximations.
 
 mod api;
+mod artifact;
 mod double;
 mod errors;
 mod security;
 mod store;
 mod token;
+mod uploads;
 mod v2;
+mod v2auth;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
