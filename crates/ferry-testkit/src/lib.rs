@@ -16,7 +16,9 @@
 //! CA; [`Registry::ca_cert`] is what a client passes as `--ca-cert`), `relative_urls: true`.
 //! A [`Proxy`] in front of a registry counts every request (upload sessions, mounts, how bodies
 //! were framed), can answer the next N matching requests with an error, and with a
-//! [`HarborDouble`] plays Harbor's project API (a double, not Harbor).
+//! [`HarborDouble`] plays Harbor 2.x in front of the registry (a double, not Harbor: its token
+//! service, per-project rights, project API, quotas, immutable tags and error answers, see
+//! [`harbor`]).
 //!
 //! A committed tree of the standard scenario is in `testdata/registry` with its truth in
 //! `testdata/registry.truth.json` (regenerate with `scripts/gen-testdata.sh`).
@@ -25,6 +27,7 @@
 
 pub mod auth;
 pub mod bulk;
+pub mod harbor;
 pub mod images;
 pub mod media;
 pub mod proxy;
@@ -41,8 +44,9 @@ use std::time::Duration;
 
 pub use auth::{RegistryAuth, TokenIssuer, User};
 pub use bulk::{BulkSpec, generate_bulk};
+pub use harbor::{HarborDouble, HarborVersion, Perm, Role};
 pub use media::{Descriptor, Platform};
-pub use proxy::{HarborDouble, Proxy, RequestRecord, upload_counts};
+pub use proxy::{Proxy, RequestRecord, upload_counts};
 pub use push::{FetchedManifest, Pusher};
 pub use registry::{Registry, RegistryConfig, StoppedTree};
 pub use silent::SilentServer;

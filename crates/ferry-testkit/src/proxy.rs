@@ -1,19 +1,14 @@
-//! A counting HTTP proxy in front of a real docker-registry, with injectable failures and an optional
-//! **Harbor API double**.
+//! A counting HTTP proxy in front of a real docker-registry, with injectable failures and a hook
+//! that lets a double (the Harbor double, [`crate::harbor`]) answer or watch each request.
 //!
 //! Every request is forwarded to the registry (bodies streamed both ways, headers passed,
 //! `X-Forwarded-Host` set so Distribution builds `Location` URLs that point back at the proxy)
 //! and recorded: method, path, query, status, how the body was framed. Tests count upload
-//! sessions, mounts and blob PUTs from that log.
-//!
-//! With [`HarborDouble`] configured, the proxy also answers a few endpoints of Harbor 2.x's
-//! `/api/v2.0` (shapes from Harbor's `api/v2.0/swagger.yaml`): `GET /ping` ("Pong"),
-//! `GET /systeminfo`, `HEAD /projects?project_name=X` (200/404), and `POST /projects`
-//! (201 created / 409 exists / 400 bad name / 401 without valid Basic credentials / 403 for a
-//! non-admin user). Like Harbor, it refuses writes under `/v2/<project>/...` while the project
-//! does not exist (404 `NOT_FOUND`). It is a double: nothing else of Harbor is there.
+//! sessions, mounts and blob PUTs from that log. Forwarded requests have connect and overall
+//! timeouts; the accept loop ends when the proxy drops.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::any::Any;
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +19,7 @@ use anyhow::{Context, Result};
 use ureq::http;
 use ureq::{Agent, SendBody};
 
-use crate::auth::{User, check_basic, form_pairs};
+use crate::auth::form_pairs;
 
 /// What the proxy saw of one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,38 +78,6 @@ impl RequestRecord {
     }
 }
 
-/// The Harbor API double's accounts and projects.
-#[derive(Debug, Clone)]
-pub struct HarborDouble {
-    /// Accounts the API accepts with Basic credentials.
-    pub users: Vec<User>,
-    /// Which of them may create projects (Harbor's "system admin"); others get 403.
-    pub admins: Vec<String>,
-    /// Projects that exist from the start (Harbor ships with `library`).
-    pub projects: Vec<String>,
-}
-
-impl HarborDouble {
-    /// One admin account and the `library` project.
-    pub fn with_admin(user: &str, password: &str) -> HarborDouble {
-        HarborDouble {
-            users: vec![User::new(user, password)],
-            admins: vec![user.to_string()],
-            projects: vec!["library".to_string()],
-        }
-    }
-}
-
-/// A project created through the double's `POST /api/v2.0/projects`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreatedProject {
-    pub name: String,
-    /// `metadata.public` as sent.
-    pub public: Option<String>,
-    /// The account that created it.
-    pub by: String,
-}
-
 /// Decides from (method, path) whether a fault applies to a request.
 type Matcher = Box<dyn Fn(&str, &str) -> bool + Send>;
 
@@ -124,20 +87,127 @@ struct Fault {
     matches: Matcher,
 }
 
+/// An answer the proxy sends itself, without asking the registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn new(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    pub fn body(mut self, content_type: &str, body: impl Into<Vec<u8>>) -> Reply {
+        self.body = body.into();
+        self.header("Content-Type", content_type)
+    }
+}
+
+/// One request as a hook sees it. The body is still unread: a hook reads it only when it must
+/// (manifests, API calls), so blob uploads stream through untouched.
+pub(crate) struct Incoming<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The query string as sent (without `?`).
+    pub raw_query: &'a str,
+    pub query: &'a [(String, String)],
+    pub headers: &'a [(String, String)],
+    pub body: &'a mut dyn Read,
+}
+
+impl Incoming<'_> {
+    /// The first header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads the whole body, up to `limit` bytes.
+    pub fn read_body(&mut self, limit: u64) -> Vec<u8> {
+        let mut body = Vec::new();
+        let _ = self.body.take(limit).read_to_end(&mut body);
+        body
+    }
+}
+
+/// What the registry answered to a forwarded request (its body is not read).
+pub(crate) struct Answered {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Answered {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a hook does with the registry's answer: pass it on (with extra headers) or replace it.
+pub(crate) enum AfterAction {
+    Pass(Vec<(String, String)>),
+    Replace(Reply),
+}
+
+/// Runs once the registry has answered a forwarded request.
+pub(crate) type After = Box<dyn FnOnce(&Answered) -> AfterAction + Send>;
+
+/// A hook's decision about one request.
+pub(crate) enum Decision {
+    /// Answer without asking the registry.
+    Answer(Reply),
+    /// Forward to the registry; `body` replaces the request body when the hook had to read it.
+    Forward {
+        body: Option<Vec<u8>>,
+        after: Option<After>,
+    },
+}
+
+impl Decision {
+    pub fn forward() -> Decision {
+        Decision::Forward {
+            body: None,
+            after: None,
+        }
+    }
+}
+
+/// A double in front of the registry: sees every request that is not an injected failure.
+pub(crate) trait Hook: Send + Sync {
+    fn decide(&self, request: Incoming<'_>) -> Decision;
+    /// For the double's own accessors on [`Proxy`].
+    fn as_any(&self) -> &dyn Any;
+}
+
 struct State {
     backend: String,
     agent: Agent,
     log: Mutex<Vec<RequestRecord>>,
     faults: Mutex<Vec<Fault>>,
-    harbor: Option<Mutex<HarborState>>,
-}
-
-struct HarborState {
-    config: HarborDouble,
-    projects: BTreeSet<String>,
-    created: Vec<CreatedProject>,
-    /// Every API call: (method, path, status).
-    api_calls: Vec<(String, String, u16)>,
+    hook: Option<Arc<dyn Hook>>,
 }
 
 /// A proxy on 127.0.0.1 in front of `backend`; stops when dropped.
@@ -152,15 +222,14 @@ pub struct Proxy {
 impl Proxy {
     /// A counting proxy in front of the registry at `backend` (`http://127.0.0.1:PORT`).
     pub fn start(backend: &str) -> Result<Proxy> {
-        Proxy::start_with(backend, None)
+        Proxy::start_hooked(backend, |_| None)
     }
 
-    /// A proxy that also plays Harbor's project API.
-    pub fn harbor(backend: &str, double: HarborDouble) -> Result<Proxy> {
-        Proxy::start_with(backend, Some(double))
-    }
-
-    fn start_with(backend: &str, harbor: Option<HarborDouble>) -> Result<Proxy> {
+    /// A proxy whose hook is made once its URL (`http://127.0.0.1:PORT`) is known.
+    pub(crate) fn start_hooked(
+        backend: &str,
+        make_hook: impl FnOnce(&str) -> Option<Arc<dyn Hook>>,
+    ) -> Result<Proxy> {
         let server = tiny_http::Server::http("127.0.0.1:0")
             .map_err(|e| anyhow::anyhow!("proxy cannot listen: {e}"))?;
         let port = server
@@ -172,6 +241,7 @@ impl Proxy {
             .http_status_as_error(false)
             .proxy(None)
             .max_redirects(0)
+            .timeout_connect(Some(Duration::from_secs(10)))
             .timeout_global(Some(Duration::from_secs(300)))
             .build()
             .into();
@@ -180,14 +250,7 @@ impl Proxy {
             agent,
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
-            harbor: harbor.map(|config| {
-                Mutex::new(HarborState {
-                    projects: config.projects.iter().cloned().collect(),
-                    config,
-                    created: Vec::new(),
-                    api_calls: Vec::new(),
-                })
-            }),
+            hook: make_hook(&format!("http://127.0.0.1:{port}")),
         });
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
@@ -245,28 +308,9 @@ impl Proxy {
         });
     }
 
-    /// Harbor double: projects that exist now.
-    pub fn projects(&self) -> BTreeSet<String> {
-        self.with_harbor(|h| h.projects.clone())
-    }
-
-    /// Harbor double: projects created through the API, in order.
-    pub fn created_projects(&self) -> Vec<CreatedProject> {
-        self.with_harbor(|h| h.created.clone())
-    }
-
-    /// Harbor double: every `/api/v2.0` call as (method, path with query, status).
-    pub fn api_calls(&self) -> Vec<(String, String, u16)> {
-        self.with_harbor(|h| h.api_calls.clone())
-    }
-
-    fn with_harbor<T>(&self, f: impl FnOnce(&HarborState) -> T) -> T {
-        let h = self
-            .state
-            .harbor
-            .as_ref()
-            .expect("this proxy has no Harbor double");
-        f(&h.lock().unwrap())
+    /// The hook, for the double that installed it.
+    pub(crate) fn hook(&self) -> Option<&dyn Hook> {
+        self.state.hook.as_deref()
     }
 }
 
@@ -330,134 +374,52 @@ fn handle(mut request: tiny_http::Request, state: &State) {
     let outcome = if let Some(status) = injected {
         record.injected = true;
         let _ = io::copy(&mut request.as_reader(), &mut io::sink());
-        respond_json(
-            request,
-            status,
+        let reply = Reply::new(status).body(
+            "application/json",
             r#"{"errors":[{"code":"UNAVAILABLE","message":"ferry-testkit proxy: injected failure"}]}"#,
-        )
-    } else if let Some(harbor) = &state.harbor
-        && let Some(answer) = harbor_answer(&mut request, harbor, &method, &path, &record)
-    {
-        let (status, body) = answer;
-        respond_json(request, status, &body)
+        );
+        respond(request, reply)
+    } else if let Some(hook) = &state.hook {
+        let headers: Vec<(String, String)> = request
+            .headers()
+            .iter()
+            .map(|h| (h.field.as_str().to_string(), h.value.as_str().to_string()))
+            .collect();
+        let decision = hook.decide(Incoming {
+            method: &method,
+            path: &path,
+            raw_query: &query,
+            query: &record.query,
+            headers: &headers,
+            body: request.as_reader(),
+        });
+        match decision {
+            Decision::Answer(reply) => {
+                // The client may still be sending a body nobody read.
+                let _ = io::copy(&mut request.as_reader().take(64 << 20), &mut io::sink());
+                respond(request, reply)
+            }
+            Decision::Forward { body, after } => {
+                forward(request, state, &method, &url, body, after)
+            }
+        }
     } else {
-        forward(request, state, &method, &url)
+        forward(request, state, &method, &url, None, None)
     };
     record.status = outcome;
     state.log.lock().unwrap().push(record);
 }
 
-fn respond_json(request: tiny_http::Request, status: u16, body: &str) -> u16 {
-    let header =
-        tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).unwrap();
-    let _ = request.respond(
-        tiny_http::Response::from_string(body)
-            .with_status_code(status)
-            .with_header(header),
-    );
-    status
-}
-
-/// The Harbor double's answer, or `None` to forward the request to the registry.
-fn harbor_answer(
-    request: &mut tiny_http::Request,
-    harbor: &Mutex<HarborState>,
-    method: &str,
-    path: &str,
-    record: &RequestRecord,
-) -> Option<(u16, String)> {
-    let err = |code: &str, message: &str| {
-        serde_json::json!({"errors": [{"code": code, "message": message}]}).to_string()
-    };
-    if let Some(repo) = repository_of(path) {
-        // Harbor refuses writes into a project that does not exist.
-        if matches!(method, "POST" | "PUT" | "PATCH") {
-            let project = repo.split('/').next().unwrap_or(repo);
-            if !harbor.lock().unwrap().projects.contains(project) {
-                let _ = io::copy(&mut request.as_reader(), &mut io::sink());
-                let msg = format!("project {project} not found");
-                return Some((404, err("NOT_FOUND", &msg)));
-            }
+fn respond(request: tiny_http::Request, reply: Reply) -> u16 {
+    let status = reply.status;
+    let mut response = tiny_http::Response::from_data(reply.body).with_status_code(status);
+    for (name, value) in &reply.headers {
+        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response.add_header(h);
         }
-        return None;
     }
-    let api = path.strip_prefix("/api/v2.0")?;
-    let mut body = Vec::new();
-    let _ = request.as_reader().take(1 << 20).read_to_end(&mut body);
-    let authorization = header_value(request, "Authorization");
-    let mut h = harbor.lock().unwrap();
-    let user = check_basic(authorization.as_deref(), &h.config.users).map(|u| u.name.clone());
-    let (status, reply) = match (method, api) {
-        ("GET", "/ping") => (200, "Pong".to_string()),
-        ("GET", "/systeminfo") => (
-            200,
-            serde_json::json!({"harbor_version": "ferry-testkit Harbor double", "auth_mode": "db_auth"})
-                .to_string(),
-        ),
-        ("HEAD", "/projects") => match record.param("project_name") {
-            Some(name) if h.projects.contains(name) => (200, String::new()),
-            Some(_) => (404, String::new()),
-            None => (400, err("BAD_REQUEST", "project_name is required")),
-        },
-        ("POST", "/projects") => {
-            let parsed: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-            let name = parsed
-                .as_ref()
-                .and_then(|v| v.get("project_name"))
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
-            let public = parsed
-                .as_ref()
-                .and_then(|v| v.pointer("/metadata/public"))
-                .and_then(|v| v.as_str())
-                .map(str::to_string);
-            match (user, name) {
-                (None, _) => (401, err("UNAUTHORIZED", "UnAuthorized")),
-                (Some(u), _) if !h.config.admins.contains(&u) => (
-                    403,
-                    err("FORBIDDEN", "Only system admin can create project"),
-                ),
-                (Some(_), None) => (400, err("BAD_REQUEST", "project_name is required")),
-                (Some(_), Some(n)) if !harbor_project_name_ok(&n) => {
-                    (400, err("BAD_REQUEST", &format!("invalid project name {n:?}")))
-                }
-                (Some(_), Some(n)) if h.projects.contains(&n) => (
-                    409,
-                    err("CONFLICT", &format!("The project named {n} already exists")),
-                ),
-                (Some(u), Some(n)) => {
-                    h.projects.insert(n.clone());
-                    h.created.push(CreatedProject {
-                        name: n,
-                        public,
-                        by: u,
-                    });
-                    (201, String::new())
-                }
-            }
-        }
-        _ => (404, err("NOT_FOUND", "not served by the ferry-testkit Harbor double")),
-    };
-    let full = if record.query.is_empty() {
-        path.to_string()
-    } else {
-        format!(
-            "{path}?{}",
-            request.url().split_once('?').map(|x| x.1).unwrap_or("")
-        )
-    };
-    h.api_calls.push((method.to_string(), full, status));
-    Some((status, reply))
-}
-
-/// Harbor's project name rule: `^[a-z0-9]+(?:[._-][a-z0-9]+)*$`, 1 to 255 characters.
-fn harbor_project_name_ok(name: &str) -> bool {
-    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
-    !name.is_empty()
-        && name.len() <= 255
-        && name
-            .split(['.', '_', '-'])
-            .all(|part| !part.is_empty() && part.chars().all(alnum))
+    let _ = request.respond(response);
+    status
 }
 
 const HOP_BY_HOP: &[&str] = &[
@@ -473,8 +435,16 @@ const HOP_BY_HOP: &[&str] = &[
     "proxy-connection",
 ];
 
-/// Forwards a request to the registry and streams its answer back; returns the status.
-fn forward(mut request: tiny_http::Request, state: &State, method: &str, url: &str) -> u16 {
+/// Forwards a request to the registry and streams its answer back (unless `after` replaces it);
+/// returns the status sent.
+fn forward(
+    mut request: tiny_http::Request,
+    state: &State,
+    method: &str,
+    url: &str,
+    replaced_body: Option<Vec<u8>>,
+    after: Option<After>,
+) -> u16 {
     let host = header_value(&request, "Host").unwrap_or_default();
     let content_length =
         header_value(&request, "Content-Length").and_then(|v| v.parse::<u64>().ok());
@@ -492,13 +462,22 @@ fn forward(mut request: tiny_http::Request, state: &State, method: &str, url: &s
     builder = builder
         .header("X-Forwarded-Host", host)
         .header("X-Forwarded-Proto", "http");
-    let has_body = content_length.is_some_and(|n| n > 0) || chunked;
+    let content_length = match &replaced_body {
+        Some(b) => Some(b.len() as u64),
+        None => content_length,
+    };
+    let has_body = content_length.is_some_and(|n| n > 0) || (chunked && replaced_body.is_none());
     if let Some(n) = content_length.filter(|&n| n > 0) {
         builder = builder.header("Content-Length", n.to_string());
     } else if !has_body && matches!(method, "POST" | "PUT" | "PATCH") {
         builder = builder.header("Content-Length", "0");
     }
-    let result = if has_body {
+    let result = if let Some(bytes) = replaced_body.filter(|b| !b.is_empty()) {
+        match builder.body(bytes) {
+            Ok(r) => state.agent.run(r).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    } else if has_body {
         let mut reader = request.as_reader();
         match builder.body(SendBody::from_reader(&mut reader)) {
             Ok(r) => state.agent.run(r).map_err(|e| e.to_string()),
@@ -514,11 +493,47 @@ fn forward(mut request: tiny_http::Request, state: &State, method: &str, url: &s
         Ok(r) => r,
         Err(e) => {
             let body = serde_json::json!({"errors": [{"code": "UNAVAILABLE", "message": format!("ferry-testkit proxy: backend failed: {e}")}]});
-            return respond_json(request, 502, &body.to_string());
+            let mut reply = Reply::new(502).body("application/json", body.to_string());
+            if let Some(after) = after {
+                let answered = Answered {
+                    status: 502,
+                    headers: reply.headers.clone(),
+                };
+                if let AfterAction::Replace(r) = after(&answered) {
+                    reply = r;
+                }
+            }
+            return respond(request, reply);
         }
     };
     let status = response.status().as_u16();
+    let mut extra = Vec::new();
+    if let Some(after) = after {
+        let answered = Answered {
+            status,
+            headers: response
+                .headers()
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+                .collect(),
+        };
+        match after(&answered) {
+            AfterAction::Replace(reply) => {
+                let _ = io::copy(
+                    &mut response.into_body().into_reader().take(64 << 20),
+                    &mut io::sink(),
+                );
+                return respond(request, reply);
+            }
+            AfterAction::Pass(headers) => extra = headers,
+        }
+    }
     let mut headers = Vec::new();
+    for (name, value) in &extra {
+        if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            headers.push(h);
+        }
+    }
     let mut length = None;
     for (name, value) in response.headers() {
         if name.as_str().eq_ignore_ascii_case("content-length") {

@@ -47,6 +47,36 @@ impl Pusher {
         }
     }
 
+    /// A pusher sending `Authorization: Basic` with every request (Harbor takes Basic on `/v2`).
+    pub fn with_basic(base: &str, user: &str, password: &str) -> Pusher {
+        use base64::Engine as _;
+        let value = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let value = ureq::http::HeaderValue::from_str(&value).expect("a valid header value");
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .max_redirects(0)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .middleware(
+                move |mut req: ureq::http::Request<ureq::SendBody>,
+                      next: ureq::middleware::MiddlewareNext| {
+                    req.headers_mut()
+                        .insert(ureq::http::header::AUTHORIZATION, value.clone());
+                    next.handle(req)
+                },
+            )
+            .build()
+            .into();
+        Pusher {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+            known: Arc::default(),
+        }
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base
     }

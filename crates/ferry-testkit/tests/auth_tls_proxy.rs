@@ -1,11 +1,11 @@
-//! Checks the harness's auth (htpasswd, token issuer), TLS, counting proxy and Harbor API double against real docker-registry.
+//! Checks the harness's auth (htpasswd, token issuer), TLS and counting proxy against real docker-registry (the Harbor double: `harbor_double.rs`).
 
 use std::time::Duration;
 
 use base64::Engine as _;
 use ferry_testkit::{
-    HarborDouble, Proxy, Pusher, Registry, RegistryAuth, RegistryConfig, User, check_registry,
-    generate_standard, standard::generate_standard_at, upload_counts,
+    Proxy, Pusher, Registry, RegistryAuth, RegistryConfig, User, check_registry, generate_standard,
+    standard::generate_standard_at, upload_counts,
 };
 
 fn agent() -> ureq::Agent {
@@ -195,58 +195,6 @@ fn proxy_forwards_and_counts() {
         })
         .collect();
     assert_eq!(statuses, vec![503, 503, 200]);
-}
-
-#[test]
-fn harbor_double_serves_the_project_api() {
-    let reg = Registry::start().unwrap();
-    let mut double = HarborDouble::with_admin("admin", "Harbor12345");
-    double.users.push(User::new("dev", "devpw"));
-    let proxy = Proxy::harbor(&reg.url(), double).unwrap();
-    let a = agent();
-    let api = |p: &str| format!("{}/api/v2.0{p}", proxy.url());
-    let r = a.get(api("/ping")).call().unwrap();
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.into_body().read_to_string().unwrap(), "Pong");
-    let head = |name: &str| {
-        a.head(api(&format!("/projects?project_name={name}")))
-            .call()
-            .unwrap()
-            .status()
-            .as_u16()
-    };
-    assert_eq!(head("library"), 200);
-    assert_eq!(head("team"), 404);
-    let create = |auth: Option<String>, name: &str| {
-        let mut req = a.post(api("/projects"));
-        if let Some(v) = auth {
-            req = req.header("Authorization", v);
-        }
-        req.content_type("application/json")
-            .send(
-                serde_json::json!({"project_name": name, "metadata": {"public": "false"}})
-                    .to_string(),
-            )
-            .unwrap()
-            .status()
-            .as_u16()
-    };
-    assert_eq!(create(None, "team"), 401);
-    assert_eq!(create(Some(basic("admin", "bad")), "team"), 401);
-    assert_eq!(create(Some(basic("dev", "devpw")), "team"), 403);
-    // Harbor refuses pushes into a missing project.
-    let p = Pusher::from_url(&proxy.url());
-    assert!(p.push_blob("team/app", b"x").is_err());
-    assert_eq!(create(Some(basic("admin", "Harbor12345")), "team"), 201);
-    assert_eq!(create(Some(basic("admin", "Harbor12345")), "team"), 409);
-    assert_eq!(create(Some(basic("admin", "Harbor12345")), "a__b"), 400);
-    assert_eq!(head("team"), 200);
-    p.push_blob("team/app", b"x").unwrap();
-    let created = proxy.created_projects();
-    assert_eq!(created.len(), 1);
-    assert_eq!(created[0].name, "team");
-    assert_eq!(created[0].public.as_deref(), Some("false"));
-    assert_eq!(created[0].by, "admin");
 }
 
 #[test]
