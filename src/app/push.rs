@@ -10,10 +10,13 @@ use super::Outcome;
 use crate::cli::{GlobalArgs, PushArgs};
 use crate::destination::{Mapping, project_of};
 use crate::engine::{self, ImageStatus, RunCounts, RunResult};
-use crate::inventory::Inventory;
+use crate::inventory::{Image, Inventory};
+use crate::manifest::ManifestKind;
 use crate::progress::Progress;
 use crate::registry::harbor::{self, ProjectStatus};
 use crate::report::{write_json_file, write_lines_file};
+use crate::shard::homes::{self, ShardPlan};
+use crate::shard::{IndexFrom, Shard};
 use crate::sink::BlobAction;
 use crate::sink::registry::RegistrySink;
 use crate::{error, note};
@@ -28,12 +31,29 @@ struct PushReport<'a> {
     elapsed_seconds: f64,
     counts: &'a RunCounts,
     projects: &'a BTreeMap<String, Result<ProjectStatus, String>>,
+    shard: Option<ShardReport<'a>>,
     fatal: &'a Option<String>,
     images: &'a [engine::ImageOutcome],
 }
 
+/// `--shard`: which shard this was, and the blob homes it shared with the others.
+#[derive(Serialize)]
+struct ShardReport<'a> {
+    index: u64,
+    count: u64,
+    index_from: IndexFrom,
+    /// Images selected over every shard.
+    all_images: usize,
+    /// Blobs other shards mount from here: digest → home destination repository.
+    home_blobs: &'a BTreeMap<crate::digest::Digest, String>,
+    /// Blobs this shard mounts from other shards' homes: digest → home destination repository.
+    foreign_homes: BTreeMap<crate::digest::Digest, &'a String>,
+}
+
 pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
-    let filters = super::filters(&args.filters)?.with_shard(args.shard);
+    let shard = super::shard(&args.shard)?;
+    // Every shard reads every selected image: the blob homes must come out alike in each of them.
+    let filters = super::filters(&args.filters)?;
     let tree = super::open_source(&args.source)?;
     let client = super::connect(&args.registry, usize::from(args.jobs))?;
     let harbor = harbor::detect(&client).unwrap_or_else(|e| {
@@ -43,7 +63,19 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         false
     });
     let mapping = super::mapping(&args.mapping);
-    let inventory = super::images_to_move(&tree, &filters, args.untagged)?;
+    let mut inventory = super::images_to_move(&tree, &filters, args.untagged)?;
+    let ShardPlan {
+        images,
+        batches,
+        foreign,
+        own,
+        all_images,
+    } = homes::plan(
+        std::mem::take(&mut inventory.images),
+        shard.map_or(Shard::ALL, |(s, _)| s),
+        |image| pushable(&mapping, harbor, image),
+    );
+    inventory.images = images;
     note!(
         "ferry push: {} images from {} to {}{}{}",
         inventory.images.len(),
@@ -52,6 +84,14 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         if harbor { " (Harbor)" } else { "" },
         if args.dry_run { ", dry run" } else { "" }
     );
+    if let Some((s, _)) = shard {
+        note!(
+            "shard {s}: {} of {all_images} images; home of {} blobs other shards mount, {} blobs to mount from other shards' homes",
+            inventory.images.len(),
+            own.len(),
+            foreign.len()
+        );
+    }
 
     let projects = if harbor && !args.no_create_projects {
         ensure_projects(&client, &inventory, &mapping, args.dry_run)?
@@ -69,8 +109,17 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         inventory.images.len() as u64,
         totals.unique_bytes,
     );
-    let sink = RegistrySink::new(&client, mapping, harbor, args.dry_run, broken_projects);
-    let result = engine::run(&sink, &inventory.images, usize::from(args.jobs), &progress);
+    let foreign_report: BTreeMap<crate::digest::Digest, &String> =
+        foreign.iter().map(|(d, r)| (*d, r)).collect();
+    let sink = RegistrySink::new(&client, mapping, harbor, args.dry_run, broken_projects)
+        .with_foreign_homes(foreign.clone());
+    let result = engine::batches::run_batches(
+        &sink,
+        &inventory.images,
+        &batches,
+        usize::from(args.jobs),
+        &progress,
+    );
     progress.finish();
     let elapsed = progress.elapsed();
     let counts = result.counts();
@@ -100,6 +149,14 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
                 elapsed_seconds: elapsed.as_secs_f64(),
                 counts: &counts,
                 projects: &projects,
+                shard: shard.map(|(s, from)| ShardReport {
+                    index: s.index,
+                    count: s.count,
+                    index_from: from,
+                    all_images,
+                    home_blobs: &own,
+                    foreign_homes: foreign_report.clone(),
+                }),
                 fatal: &result.fatal,
                 images: &result.images,
             },
@@ -107,6 +164,20 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     }
     note!("{}", summary(&counts, args.dry_run, elapsed));
     super::finish_run("push", &failed, &args.failed_list, result.fatal)
+}
+
+/// Where push will send `image`, for the blob homes: what `RegistrySink::target` decides from the
+/// image and the flags alone (a project that cannot be created is only known later, in one shard).
+fn pushable(mapping: &Mapping, harbor: bool, image: &Image) -> Option<String> {
+    if image
+        .manifest()
+        .is_some_and(|m| m.kind() == ManifestKind::Schema1)
+    {
+        return None;
+    }
+    let destination = mapping.destination(&image.repository);
+    mapping.check(&destination, harbor).ok()?;
+    Some(destination)
 }
 
 /// Creates (or, in a dry run, checks) the Harbor projects the selected images need.

@@ -1,5 +1,6 @@
 //! The copy engine: plans selected images for a sink and runs them on a worker pool.
 
+pub mod batches;
 pub mod once;
 
 use std::collections::HashMap;
@@ -189,7 +190,7 @@ pub fn run<S: Sink>(sink: &S, images: &[Image], jobs: usize, progress: &Progress
     result
 }
 
-fn not_attempted(image: &Image) -> ImageOutcome {
+pub(crate) fn not_attempted(image: &Image) -> ImageOutcome {
     ImageOutcome {
         source: image.reference(),
         target: None,

@@ -45,6 +45,8 @@ pub struct RegistrySink<'a> {
     broken_projects: HashMap<String, String>,
     /// One lock per (repository, manifest digest): Distribution 2.8 can fail concurrent PUTs of one manifest.
     manifest_locks: Mutex<HashMap<RepoDigest, Arc<Mutex<()>>>>,
+    /// `--shard`: blobs whose home is another shard's repository, mounted from there before any upload.
+    foreign_homes: HashMap<Digest, String>,
 }
 
 impl<'a> RegistrySink<'a> {
@@ -65,7 +67,14 @@ impl<'a> RegistrySink<'a> {
             repos: OnceMap::new(),
             broken_projects,
             manifest_locks: Mutex::new(HashMap::new()),
+            foreign_homes: HashMap::new(),
         }
+    }
+
+    /// Blobs other shards are home for (digest → their home repository), see `shard::homes`.
+    pub fn with_foreign_homes(mut self, homes: HashMap<Digest, String>) -> Self {
+        self.foreign_homes = homes;
+        self
     }
 
     fn error(&self, e: RegistryError) -> SinkError {
@@ -201,6 +210,46 @@ impl RegistrySink<'_> {
     }
 }
 
+impl RegistrySink<'_> {
+    /// A blob another shard is home for: mount it from there, else upload it. Its shard may not
+    /// have pushed it yet (or its Harbor project may not exist yet), so any refusal means upload.
+    fn mount_or_upload(
+        &self,
+        target: &String,
+        blob: &BlobRef,
+        file: &BlobFile,
+        home: &str,
+        progress: &Progress,
+    ) -> Result<BlobAction, SinkError> {
+        if self.dry_run {
+            return Ok(BlobAction::Mounted);
+        }
+        let session = match self.client.mount_blob(target, &blob.digest, home) {
+            Ok(Mount::Mounted) => return Ok(BlobAction::Mounted),
+            Ok(Mount::Session(url)) => {
+                crate::debug!(
+                    "{target}: {} not yet at its home {home}; uploading",
+                    blob.digest
+                );
+                Some(url)
+            }
+            Err(e) => {
+                crate::debug!(
+                    "{target}: mount of {} from {home} refused ({e}); uploading",
+                    blob.digest
+                );
+                None
+            }
+        };
+        self.client
+            .upload_blob(target, &blob.digest, &file.path, blob.size, session, &|n| {
+                progress.add_bytes(n)
+            })
+            .map_err(|e| self.error(e))?;
+        Ok(BlobAction::Uploaded)
+    }
+}
+
 impl Sink for RegistrySink<'_> {
     type Target = String;
 
@@ -273,6 +322,20 @@ impl Sink for RegistrySink<'_> {
         // repository already holds succeeds too), one request instead of HEAD + mount.
         if let Some(home) = self.homes.get(&blob.digest) {
             return self.link_from(target, blob, file, &home, progress);
+        }
+        if let Some(home) = self.foreign_homes.get(&blob.digest)
+            && home != target
+        {
+            let mut action = BlobAction::Present;
+            let (here, placed_here) = self.homes.run(&blob.digest, || {
+                action = self.mount_or_upload(target, blob, file, home, progress)?;
+                Ok::<_, SinkError>(target.clone())
+            })?;
+            if placed_here {
+                self.mark_present(target, blob.digest);
+                return Ok(action);
+            }
+            return self.link_from(target, blob, file, &here, progress);
         }
         let new_repo = matches!(self.repos.get(target), Some(RepoState::New));
         if !new_repo

@@ -5,4 +5,5 @@ mod util;
 mod export;
 mod list;
 mod push;
+mod shard;
 mod validate;

@@ -4,7 +4,8 @@
 //! Every request is forwarded to the registry (bodies streamed both ways, headers passed,
 //! `X-Forwarded-Host` set so Distribution builds `Location` URLs that point back at the proxy)
 //! and recorded: method, path, query, status, how the body was framed. Tests count upload
-//! sessions, mounts and blob PUTs from that log.
+//! sessions, mounts, blob PUTs and blob bytes from that log; `GET /_testkit/counts` answers those
+//! counts as JSON (for benchmarks run from a shell through `ferry-testkit proxy`).
 //!
 //! With [`HarborDouble`] configured, the proxy also answers a few endpoints of Harbor 2.x's
 //! `/api/v2.0` (shapes from Harbor's `api/v2.0/swagger.yaml`): `GET /ping` ("Pong"),
@@ -75,6 +76,13 @@ impl RequestRecord {
         (self.method == "PUT" && self.path.contains("/blobs/uploads/") && self.status == 201)
             .then(|| self.param("digest"))
             .flatten()
+    }
+
+    /// Blob bytes for an upload session (`PUT` or `PATCH .../blobs/uploads/<id>`), forwarded to the registry.
+    pub fn is_upload_data(&self) -> bool {
+        matches!(self.method.as_str(), "PUT" | "PATCH")
+            && self.path.contains("/blobs/uploads/")
+            && !self.injected
     }
 
     /// The repository named in a `/v2/<repo>/(blobs|manifests|tags)/...` path.
@@ -288,6 +296,9 @@ fn header_value(request: &tiny_http::Request, name: &str) -> Option<String> {
         .map(|h| h.value.as_str().to_string())
 }
 
+/// `GET` here answers [`upload_counts`] of the log so far, as JSON.
+pub const COUNTS_PATH: &str = "/_testkit/counts";
+
 /// `/v2/<repo>/blobs/...` → `<repo>`.
 pub fn repository_of(path: &str) -> Option<&str> {
     let rest = path.strip_prefix("/v2/")?;
@@ -327,35 +338,50 @@ fn handle(mut request: tiny_http::Request, state: &State) {
                 f.status
             })
     };
-    let outcome = if let Some(status) = injected {
-        record.injected = true;
+    // Benchmarks in shell read the counts here (`ferry-testkit proxy`); not a registry path, not logged.
+    if injected.is_none() && method == "GET" && path == COUNTS_PATH {
+        let counts = upload_counts(&state.log.lock().unwrap());
+        let body = serde_json::to_string(&counts).expect("counts serialise");
+        respond_json(request, 200, &body, |_| {});
+        return;
+    }
+    record.injected = injected.is_some();
+    if injected.is_some() {
         let _ = io::copy(&mut request.as_reader(), &mut io::sink());
-        respond_json(
+    }
+    let harbor_reply = match (&state.harbor, injected) {
+        (Some(harbor), None) => harbor_answer(&mut request, harbor, &method, &path, &record),
+        _ => None,
+    };
+    // The log gets the record before the client gets its answer, so a client that reads the log
+    // after an answer finds that request in it.
+    let done = move |status: u16| {
+        let mut record = record;
+        record.status = status;
+        state.log.lock().unwrap().push(record);
+    };
+    match (injected, harbor_reply) {
+        (Some(status), _) => respond_json(
             request,
             status,
             r#"{"errors":[{"code":"UNAVAILABLE","message":"ferry-testkit proxy: injected failure"}]}"#,
-        )
-    } else if let Some(harbor) = &state.harbor
-        && let Some(answer) = harbor_answer(&mut request, harbor, &method, &path, &record)
-    {
-        let (status, body) = answer;
-        respond_json(request, status, &body)
-    } else {
-        forward(request, state, &method, &url)
-    };
-    record.status = outcome;
-    state.log.lock().unwrap().push(record);
+            done,
+        ),
+        (None, Some((status, body))) => respond_json(request, status, &body, done),
+        (None, None) => forward(request, state, &method, &url, done),
+    }
 }
 
-fn respond_json(request: tiny_http::Request, status: u16, body: &str) -> u16 {
+/// Answers with a JSON body; `done(status)` runs just before the answer is sent.
+fn respond_json(request: tiny_http::Request, status: u16, body: &str, done: impl FnOnce(u16)) {
     let header =
         tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).unwrap();
+    done(status);
     let _ = request.respond(
         tiny_http::Response::from_string(body)
             .with_status_code(status)
             .with_header(header),
     );
-    status
 }
 
 /// The Harbor double's answer, or `None` to forward the request to the registry.
@@ -474,7 +500,14 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Forwards a request to the registry and streams its answer back; returns the status.
-fn forward(mut request: tiny_http::Request, state: &State, method: &str, url: &str) -> u16 {
+/// Forwards to the registry and streams its answer back; `done(status)` runs just before that.
+fn forward(
+    mut request: tiny_http::Request,
+    state: &State,
+    method: &str,
+    url: &str,
+    done: impl FnOnce(u16),
+) {
     let host = header_value(&request, "Host").unwrap_or_default();
     let content_length =
         header_value(&request, "Content-Length").and_then(|v| v.parse::<u64>().ok());
@@ -514,7 +547,7 @@ fn forward(mut request: tiny_http::Request, state: &State, method: &str, url: &s
         Ok(r) => r,
         Err(e) => {
             let body = serde_json::json!({"errors": [{"code": "UNAVAILABLE", "message": format!("ferry-testkit proxy: backend failed: {e}")}]});
-            return respond_json(request, 502, &body.to_string());
+            return respond_json(request, 502, &body.to_string(), done);
         }
     };
     let status = response.status().as_u16();
@@ -543,12 +576,12 @@ fn forward(mut request: tiny_http::Request, state: &State, method: &str, url: &s
     let mut out = tiny_http::Response::new(status.into(), headers, reader, length, None);
     // Keep Content-Length on big bodies (and on HEAD) instead of switching to chunked.
     out = out.with_chunked_threshold(usize::MAX);
+    done(status);
     let _ = request.respond(out);
-    status
 }
 
-/// Sums of a request log that tests look at.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// Sums of a request log that tests and benchmarks look at.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UploadCounts {
     /// Upload sessions opened (POST answered 202, mount or not).
     pub sessions: usize,
@@ -556,6 +589,8 @@ pub struct UploadCounts {
     pub mounts: usize,
     /// Completed blob uploads per digest.
     pub completed: BTreeMap<String, usize>,
+    /// Blob bytes sent to the registry: the `Content-Length` of every forwarded upload `PUT`/`PATCH`.
+    pub bytes: u64,
 }
 
 /// Counts upload sessions, mounts and completed uploads in `log`.
@@ -570,6 +605,9 @@ pub fn upload_counts(log: &[RequestRecord]) -> UploadCounts {
         }
         if let Some(d) = r.completed_upload() {
             *c.completed.entry(d.to_string()).or_default() += 1;
+        }
+        if r.is_upload_data() {
+            c.bytes += r.content_length.unwrap_or(0);
         }
     }
     c
