@@ -2,6 +2,7 @@
 
 mod util;
 
+mod deploy;
 mod export;
 mod list;
 mod push;
