@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::Outcome;
 use crate::cli::{GlobalArgs, PushArgs};
 use crate::destination::{Mapping, project_of};
+use crate::digest::Digest;
 use crate::engine::{self, ImageStatus, RunCounts, RunResult};
 use crate::inventory::{Image, Inventory};
 use crate::manifest::ManifestKind;
@@ -45,9 +46,9 @@ struct ShardReport<'a> {
     /// Images selected over every shard.
     all_images: usize,
     /// Blobs other shards mount from here: digest → home destination repository.
-    home_blobs: &'a BTreeMap<crate::digest::Digest, String>,
+    home_blobs: &'a BTreeMap<Digest, String>,
     /// Blobs this shard mounts from other shards' homes: digest → home destination repository.
-    foreign_homes: BTreeMap<crate::digest::Digest, &'a String>,
+    foreign_homes: &'a BTreeMap<Digest, String>,
 }
 
 pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
@@ -109,10 +110,10 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         inventory.images.len() as u64,
         totals.unique_bytes,
     );
-    let foreign_report: BTreeMap<crate::digest::Digest, &String> =
-        foreign.iter().map(|(d, r)| (*d, r)).collect();
+    let foreign_homes: BTreeMap<Digest, String> =
+        foreign.iter().map(|(d, r)| (*d, r.clone())).collect();
     let sink = RegistrySink::new(&client, mapping, harbor, args.dry_run, broken_projects)
-        .with_foreign_homes(foreign.clone());
+        .with_foreign_homes(foreign);
     let result = engine::batches::run_batches(
         &sink,
         &inventory.images,
@@ -155,7 +156,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
                     index_from: from,
                     all_images,
                     home_blobs: &own,
-                    foreign_homes: foreign_report.clone(),
+                    foreign_homes: &foreign_homes,
                 }),
                 fatal: &result.fatal,
                 images: &result.images,
