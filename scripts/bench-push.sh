@@ -10,10 +10,16 @@
 #             from a docker-registry serving a (hard-linked) copy of the tree
 #   floor     every unique blob uploaded once (POST + PUT, no HEAD, no hashing, no manifests) by
 #             `ferry-testkit upload-floor -j JOBS`, a 60-line Rust client
+#   shards    N ferry processes at once (`--shard K/N`, K = 0..N-1, -j JOBS each), as the pods of
+#             an Indexed Job, into one fresh docker-registry behind a counting proxy
+#             (`ferry-testkit proxy`), for each N in SHARDS: wall time, and blob bytes uploaded as
+#             the registry side saw them, against the N=1 run
 # and prints each time and the ratios. Knobs (environment): REPOS (60) TAGS (4) BASE_LAYERS (12)
 # BASE_KIB (16384) UNIQUE_KIB (2048) JOBS (4) SEED (1) BENCH_TMPDIR (/dev/shm: tree and
 # destinations; Distribution fsyncs every blob, so a disk folder measures the disk) ROUNDS (3:
-# ferry and the floor are each run ROUNDS times, alternating, and their medians compared)
+# ferry and the floor are each run ROUNDS times, alternating, and their medians compared; the
+# shard runs are repeated ROUNDS times too) SHARDS ("1 2 4") ONLY (shard: only the shard runs)
+# FERRY_BIN (the ferry binary to measure; default: this tree's release build)
 # KEEP=1 keeps the work folder. Needs docker-registry, skopeo, curl and jq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +40,9 @@ done
 
 cargo build --release --quiet --bin ferry -p ferry
 cargo build --release --quiet --bin ferry-testkit -p ferry-testkit
-FERRY="$CARGO_TARGET_DIR/release/ferry"
+FERRY="${FERRY_BIN:-$CARGO_TARGET_DIR/release/ferry}"
+ONLY=${ONLY:-all}
+SHARDS=${SHARDS:-1 2 4}
 TESTKIT="$CARGO_TARGET_DIR/release/ferry-testkit"
 
 WORK=$(mktemp -d "$BENCH_TMPDIR/ferry-bench-push.XXXXXX")
@@ -134,9 +142,64 @@ stop_registry() {
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+ROUNDS=${ROUNDS:-3}
+
+# 5. shards: N processes at once into one registry behind a counting proxy
+shard_run() {
+    local n=$1 round=$2 name="shards-$1-$2" k t pids=() addr bytes
+    start_registry "$name"
+    rm -f "$WORK/$name/proxy.addr"
+    "$TESTKIT" proxy --backend "http://$REG" --addr-file "$WORK/$name/proxy.addr" --seconds 3600 &
+    PIDS+=($!)
+    echo $! >"$WORK/$name/proxy.pid"
+    for _ in $(seq 200); do [ -s "$WORK/$name/proxy.addr" ] && break; sleep 0.05; done
+    addr=$(cat "$WORK/$name/proxy.addr")
+    t=$(now)
+    for k in $(seq 0 $((n - 1))); do
+        "$FERRY" push "$TREE" -d "http://$addr" -j "$JOBS" --shard "$k/$n" \
+            -o "$WORK/$name/failed-$k.txt" 2>"$WORK/$name/ferry-$k.log" &
+        pids+=($!)
+    done
+    for k in "${!pids[@]}"; do
+        wait "${pids[$k]}" || { echo "bench-push: shard $k/$n failed:" >&2; tail -n 5 "$WORK/$name/ferry-$k.log" >&2; exit 1; }
+    done
+    SHARD_TIME=$(since "$t")
+    SHARD_BYTES=$(curl -fsS "http://$addr/_testkit/counts" | jq .bytes)
+    verify "$REG"
+    kill "$(cat "$WORK/$name/proxy.pid")" 2>/dev/null || true
+    stop_registry "$name"
+}
+declare -A SHARD_T SHARD_B
+for n in $SHARDS; do
+    times=() sizes=()
+    for round in $(seq "$ROUNDS"); do
+        shard_run "$n" "$round"
+        times+=("$SHARD_TIME")
+        sizes+=("$SHARD_BYTES")
+        echo "bench-push: $n shards, round $round: $SHARD_TIME s, $SHARD_BYTES blob bytes uploaded" >&2
+    done
+    SHARD_T[$n]="$(median "${times[@]}") (${times[*]})"
+    SHARD_B[$n]="$(median "${sizes[@]}") (${sizes[*]})"
+done
+print_shards() {
+    local base n
+    echo "bench-push: shard runs, $IMAGES images, $UNIQUE_BYTES unique blob bytes, -j $JOBS per process, $(nproc) cores, tree and registry in $BENCH_TMPDIR, bytes counted by the proxy in front of the registry, medians of $ROUNDS"
+    printf '  %-3s %-28s %-44s %-10s %s\n' N "wall s (runs)" "blob bytes uploaded (runs)" "/ unique" "/ N=1"
+    base=${SHARD_B[1]:-}; base=${base%% *}
+    for n in $SHARDS; do
+        printf '  %-3s %-28s %-44s %-10s %s\n' "$n" "${SHARD_T[$n]}" "${SHARD_B[$n]}" \
+            "$(ratio "${SHARD_B[$n]%% *}" "$UNIQUE_BYTES")" "$( [ -n "$base" ] && ratio "${SHARD_B[$n]%% *}" "$base" || echo -)"
+    done
+}
+if [ "$ONLY" = shard ]; then
+    echo
+    print_shards
+    exit 0
+fi
+
 # 1 and 2. ferry push and the floor, ROUNDS times each, alternating, into fresh registries:
 # this machine is shared, so single timings are noisy; the medians are compared.
-ROUNDS=${ROUNDS:-3}
 FERRY_TIMES=()
 FLOOR_TIMES=()
 for round in $(seq "$ROUNDS"); do
@@ -204,7 +267,6 @@ jq -r '.tags[] | [.repository, .tag] | @tsv' "$TRUTH" |
 T_COPY=$(since "$t")
 verify "$REG"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo
 echo "bench-push: $IMAGES images, $UNIQUE_BLOBS unique blobs, $UNIQUE_BYTES bytes, -j $JOBS, tree and registries in $BENCH_TMPDIR"
 printf '  %-34s %8s s  (median of %s)\n' "ferry push" "$T_FERRY" "${FERRY_TIMES[*]}"
@@ -215,3 +277,5 @@ echo "  ferry / floor:        $(ratio "$T_FERRY" "$T_FLOOR")  (target <= 1.3)"
 echo "  script / ferry:       $(ratio "$T_SCRIPT" "$T_FERRY")  (target >= 4; without the hard-link step: $(ratio "$(awk -v a="$T_SCRIPT" -v b="$T_LINK" 'BEGIN { print a - b }')" "$T_FERRY"))"
 echo "  skopeo copy / ferry:  $(ratio "$T_COPY" "$T_FERRY")"
 echo "  script / floor:       $(ratio "$T_SCRIPT" "$T_FLOOR")"
+echo
+print_shards

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs ferry's checks on a fresh machine: installs the real parts the tests use (Debian's
-# docker-registry and skopeo, and curl) when missing, then the tests, clippy and rustfmt.
+# docker-registry and skopeo, and curl; kubernetes-validate from PyPI) when missing, then the
+# tests, clippy and rustfmt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,24 @@ if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y "${missing[@]}"
+fi
+
+# kubernetes-validate (PyPI) checks deploy/kubernetes/ in the tests; a venv keeps it off the system Python.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+    venv="${FERRY_TOOLS_VENV:-$HOME/.cache/ferry-test-tools}"
+    if [ ! -x "$venv/bin/kubernetes-validate" ]; then
+        echo "scripts/test.sh: installing kubernetes-validate (pip) into $venv" >&2
+        if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+            sudo=""
+            [ "$(id -u)" -eq 0 ] || sudo="sudo"
+            $sudo apt-get update
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y python3 python3-venv
+            rm -rf "$venv"
+            python3 -m venv "$venv"
+        fi
+        "$venv/bin/python3" -m pip install --quiet "kubernetes-validate==1.37.0"
+    fi
+    export PATH="$venv/bin:$PATH"
 fi
 
 cargo fmt --all --check

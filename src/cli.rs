@@ -83,6 +83,17 @@ pub enum ListFormat {
     Images,
 }
 
+/// One of N processes sharing a tree (N machines, or the pods of a Kubernetes Indexed Job).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ShardArgs {
+    /// Take only the repositories whose name hashes to K of N (0 <= K < N); `auto/N` or `auto` takes K from JOB_COMPLETION_INDEX (set in each pod of a Kubernetes Indexed Job).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<crate::shard::ShardArg>,
+    /// N for `--shard auto`.
+    #[arg(long, value_name = "N", requires = "shard", value_parser = clap::value_parser!(u64).range(1..))]
+    pub shards: Option<u64>,
+}
+
 /// How source repositories map to destination repositories.
 #[derive(Debug, Args, Clone)]
 pub struct MappingArgs {
@@ -145,9 +156,6 @@ pub struct PushArgs {
     /// Do not create missing Harbor projects.
     #[arg(long)]
     pub no_create_projects: bool,
-    /// Push only repositories whose name hashes to K of N (0 <= K < N), to share a tree among N machines.
-    #[arg(long, value_name = "K/N")]
-    pub shard: Option<crate::destination::Shard>,
     /// Also push manifests no tag points at (by digest).
     #[arg(long)]
     pub untagged: bool,
@@ -157,6 +165,8 @@ pub struct PushArgs {
     pub mapping: MappingArgs,
     #[command(flatten, next_help_heading = "Filters")]
     pub filters: FilterArgs,
+    #[command(flatten, next_help_heading = "Sharding")]
+    pub shard: ShardArgs,
 }
 
 #[derive(Debug, Args)]
@@ -196,6 +206,8 @@ pub struct ValidateArgs {
     pub mapping: MappingArgs,
     #[command(flatten, next_help_heading = "Filters")]
     pub filters: FilterArgs,
+    #[command(flatten, next_help_heading = "Sharding")]
+    pub shard: ShardArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,7 +1,5 @@
 //! Destination mapping: source repository → destination repository (default project, `--project`),
-//! Harbor's project-name rules, and `--shard K/N` selection.
-
-use crate::digest::Digest;
+//! and Harbor's project-name rules.
 
 /// How source repository names become destination names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,41 +78,6 @@ pub fn check_harbor_project(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `--shard K/N`: this machine takes the repositories whose name hashes to K (0-based) of N.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: u64,
-    pub count: u64,
-}
-
-impl std::str::FromStr for Shard {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Shard, String> {
-        let (k, n) = s
-            .split_once('/')
-            .ok_or_else(|| format!("--shard {s:?}: expected K/N, for example 0/4"))?;
-        let index: u64 = k
-            .parse()
-            .map_err(|_| format!("--shard {s:?}: K is not a number"))?;
-        let count: u64 = n
-            .parse()
-            .map_err(|_| format!("--shard {s:?}: N is not a number"))?;
-        if count == 0 || index >= count {
-            return Err(format!("--shard {s:?}: need 0 <= K < N"));
-        }
-        Ok(Shard { index, count })
-    }
-}
-
-impl Shard {
-    /// Stable across machines and versions: the first 8 bytes of sha256(name), modulo N.
-    pub fn takes(&self, repository: &str) -> bool {
-        let d = Digest::of(repository.as_bytes()).hex();
-        let h = u64::from_str_radix(&d[..16], 16).expect("hex");
-        h % self.count == self.index
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,15 +106,5 @@ mod tests {
         let m = Mapping::default();
         assert!(m.check("a__b/app", true).is_err());
         assert!(m.check("a__b/app", false).is_ok());
-    }
-
-    #[test]
-    fn shards_split_everything_once() {
-        let shards: Vec<Shard> = (0..3).map(|k| format!("{k}/3").parse().unwrap()).collect();
-        for name in ["a", "b/c", "org/team/app", "alpine", "x9"] {
-            assert_eq!(shards.iter().filter(|s| s.takes(name)).count(), 1);
-        }
-        assert!("3/3".parse::<Shard>().is_err());
-        assert!("1".parse::<Shard>().is_err());
     }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::destination::Shard;
 use crate::digest::Digest;
+use crate::shard::Shard;
 
 /// One line of an image list: `repo:tag` or `repo@sha256:<hex>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -15,6 +15,7 @@ pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod secret;
+pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod validate;

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{Cli, Command, FilterArgs, MappingArgs, RegistryArgs};
+use crate::cli::{Cli, Command, FilterArgs, MappingArgs, RegistryArgs, ShardArgs};
 use crate::destination::Mapping;
 use crate::engine::{Failure, Fatal, ImageOutcome, ImageStatus, Stop};
 use crate::filter::{Filters, read_image_list};
 use crate::inventory::{Inventory, InventoryOptions};
 use crate::registry::credentials::read_password_stdin;
 use crate::registry::{Client, ClientOptions, CredentialOptions, Endpoint};
+use crate::shard::{self, IndexFrom, Shard};
 use crate::source::StorageTree;
 
 /// How a run ended when it could run at all (errors before it could start are exit 2).
@@ -54,6 +55,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
 pub fn filters(args: &FilterArgs) -> anyhow::Result<Filters> {
     let images = args.images.as_deref().map(read_image_list).transpose()?;
     Filters::new(&args.repos, &args.exclude, &args.tags, images)
+}
+
+/// The shard `--shard`/`--shards` ask for, K read from `JOB_COMPLETION_INDEX` for `--shard auto`.
+pub fn shard(args: &ShardArgs) -> anyhow::Result<Option<(Shard, IndexFrom)>> {
+    let env = std::env::var_os(shard::INDEX_VARIABLE).map(|v| v.to_string_lossy().into_owned());
+    let resolved =
+        shard::resolve(args.shard, args.shards, env.as_deref()).map_err(anyhow::Error::msg)?;
+    if let Some((s, IndexFrom::Environment)) = resolved {
+        crate::debug!("shard {s}: K from {}", shard::INDEX_VARIABLE);
+    }
+    Ok(resolved)
 }
 
 /// Opens SOURCE as a storage tree.

@@ -9,11 +9,15 @@ use serde::Serialize;
 use super::Outcome;
 use crate::cli::{GlobalArgs, PushArgs};
 use crate::destination::{Mapping, project_of};
+use crate::digest::Digest;
 use crate::engine::{self, Copy, CopyCounts, Fatal, ImageOutcome, ImageStatus};
-use crate::inventory::Inventory;
+use crate::inventory::{Image, Inventory};
+use crate::manifest::ManifestKind;
 use crate::progress::Progress;
 use crate::registry::harbor::{self, ProjectStatus};
 use crate::report::{write_json_file, write_lines_file};
+use crate::shard::homes::{self, ShardPlan};
+use crate::shard::{IndexFrom, Shard};
 use crate::sink::BlobAction;
 use crate::sink::registry::RegistrySink;
 use crate::{error, note};
@@ -28,19 +32,48 @@ struct PushReport<'a> {
     elapsed_seconds: f64,
     counts: &'a CopyCounts,
     projects: &'a BTreeMap<String, Result<ProjectStatus, String>>,
+    shard: Option<ShardReport<'a>>,
     /// Why the run stopped early, when it did.
     stopped: Option<String>,
     images: &'a [ImageOutcome],
 }
 
+/// `--shard`: which shard this was, and the blob homes it shared with the others.
+#[derive(Serialize)]
+struct ShardReport<'a> {
+    index: u64,
+    count: u64,
+    index_from: IndexFrom,
+    /// Images selected over every shard.
+    all_images: usize,
+    /// Blobs other shards mount from here: digest → home destination repository.
+    home_blobs: &'a BTreeMap<Digest, String>,
+    /// Blobs this shard mounts from other shards' homes: digest → home destination repository.
+    foreign_homes: &'a BTreeMap<Digest, String>,
+}
+
 pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
-    let filters = super::filters(&args.filters)?.with_shard(args.shard);
+    let shard = super::shard(&args.shard)?;
+    // Every shard reads every selected image: the blob homes must come out alike in each of them.
+    let filters = super::filters(&args.filters)?;
     let tree = super::open_source(&args.source)?;
     let stop = super::stop_switch();
     let client = super::connect(&args.registry, usize::from(args.jobs), &stop)?;
     let harbor = harbor::detect(&client);
     let mapping = super::mapping(&args.mapping);
-    let inventory = super::images_to_move(&tree, &filters, args.untagged)?;
+    let mut inventory = super::images_to_move(&tree, &filters, args.untagged)?;
+    let ShardPlan {
+        images,
+        batches,
+        foreign,
+        own,
+        all_images,
+    } = homes::plan(
+        std::mem::take(&mut inventory.images),
+        shard.map_or(Shard::ALL, |(s, _)| s),
+        |image| pushable(&mapping, harbor, image),
+    );
+    inventory.images = images;
     note!(
         "ferry push: {} images from {} to {}{}{}",
         inventory.images.len(),
@@ -49,6 +82,14 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         if harbor { " (Harbor)" } else { "" },
         if args.dry_run { ", dry run" } else { "" }
     );
+    if let Some((s, _)) = shard {
+        note!(
+            "shard {s}: {} of {all_images} images; home of {} blobs other shards mount, {} blobs to mount from other shards' homes",
+            inventory.images.len(),
+            own.len(),
+            foreign.len()
+        );
+    }
 
     let projects = if harbor && !args.no_create_projects {
         ensure_projects(&client, &inventory, &mapping, args.dry_run)?
@@ -66,9 +107,20 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         inventory.images.len() as u64,
         totals.unique_bytes,
     );
-    let sink = RegistrySink::new(&client, mapping, harbor, args.dry_run, broken_projects);
+    let foreign_homes: BTreeMap<Digest, String> =
+        foreign.iter().map(|(d, r)| (*d, r.clone())).collect();
+    let sink = RegistrySink::new(&client, mapping, harbor, args.dry_run, broken_projects)
+        .with_foreign_homes(foreign);
     let images = &inventory.images;
-    let order = engine::plan_order(images);
+    // Home images first (other shards mount from them), in plan order within each batch.
+    let mut batch_of = vec![0; images.len()];
+    for (b, batch) in batches.iter().enumerate() {
+        for &i in batch {
+            batch_of[i] = b;
+        }
+    }
+    let mut order = engine::plan_order(images);
+    order.sort_by_key(|&i| batch_of[i]);
     let run = engine::run(
         &Copy::new(&sink),
         images,
@@ -99,6 +151,14 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
                 elapsed_seconds: elapsed.as_secs_f64(),
                 counts: &counts,
                 projects: &projects,
+                shard: shard.map(|(s, from)| ShardReport {
+                    index: s.index,
+                    count: s.count,
+                    index_from: from,
+                    all_images,
+                    home_blobs: &own,
+                    foreign_homes: &foreign_homes,
+                }),
                 stopped: run.stopped.as_ref().map(Fatal::to_string),
                 images: &run.outcomes,
             },
@@ -111,6 +171,20 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         &args.failed_list,
         run.stopped.as_ref(),
     ))
+}
+
+/// Where push will send `image`, for the blob homes: what `RegistrySink::target` decides from the
+/// image and the flags alone (a project that cannot be created is only known later, in one shard).
+fn pushable(mapping: &Mapping, harbor: bool, image: &Image) -> Option<String> {
+    if image
+        .manifest()
+        .is_some_and(|m| m.kind() == ManifestKind::Schema1)
+    {
+        return None;
+    }
+    let destination = mapping.destination(&image.repository);
+    mapping.check(&destination, harbor).ok()?;
+    Some(destination)
 }
 
 /// Creates (or, in a dry run, checks) the Harbor projects the selected images need.

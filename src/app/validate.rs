@@ -19,6 +19,7 @@ struct ValidateReport<'a> {
     destination: &'a str,
     platforms: String,
     shallow: bool,
+    shard: Option<String>,
     elapsed_seconds: f64,
     requests: usize,
     counts: &'a Counts,
@@ -28,7 +29,8 @@ struct ValidateReport<'a> {
 }
 
 pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
-    let filters = super::filters(&args.filters)?;
+    let shard = super::shard(&args.shard)?;
+    let filters = super::filters(&args.filters)?.with_shard(shard.map(|(s, _)| s));
     let platforms = PlatformSelection::new(&args.arch, &args.os)?;
     let tree = super::open_source(&args.source)?;
     let jobs = usize::from(args.jobs);
@@ -37,12 +39,15 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
     let mapping = super::mapping(&args.mapping);
     let inventory = super::images_to_move(&tree, &filters, false)?;
     note!(
-        "ferry validate: {} tags from {} against {} ({}{})",
+        "ferry validate: {} tags from {} against {} ({}{}{})",
         inventory.images.len(),
         tree.v2().display(),
         client.base(),
         platforms,
-        if args.shallow { ", shallow" } else { "" }
+        if args.shallow { ", shallow" } else { "" },
+        shard
+            .map(|(s, _)| format!(", shard {s}"))
+            .unwrap_or_default()
     );
     let totals = inventory.totals();
     let progress = Progress::new(
@@ -113,6 +118,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
                 destination: client.base(),
                 platforms: platforms.to_string(),
                 shallow: args.shallow,
+                shard: shard.map(|(s, _)| s.to_string()),
                 elapsed_seconds: elapsed.as_secs_f64(),
                 requests,
                 counts: &counts,

@@ -52,6 +52,8 @@ pub struct RegistrySink<'a> {
     /// One lock per (repository, manifest digest) and per (repository, tag): Distribution 2.8
     /// can fail concurrent PUTs of one manifest, and tag links are written like blob links.
     manifest_locks: Mutex<HashMap<(String, String), ManifestLock>>,
+    /// `--shard`: blobs whose home is another shard's repository, mounted from there before any upload.
+    foreign_homes: HashMap<Digest, String>,
 }
 
 impl<'a> RegistrySink<'a> {
@@ -72,7 +74,14 @@ impl<'a> RegistrySink<'a> {
             repos: OnceMap::new(),
             broken_projects,
             manifest_locks: Mutex::new(HashMap::new()),
+            foreign_homes: HashMap::new(),
         }
+    }
+
+    /// Blobs other shards are home for (digest → their home repository), see `shard::homes`.
+    pub fn with_foreign_homes(mut self, homes: HashMap<Digest, String>) -> Self {
+        self.foreign_homes = homes;
+        self
     }
 
     /// A registry error as the sink's verdict: the end of the run, or this image's failure.
@@ -170,6 +179,20 @@ impl<'a> RegistrySink<'a> {
         if let Some(home) = self.homes.get(&blob.digest) {
             return self.link_from(target, blob, file, &home, progress);
         }
+        // `--shard`: another shard is home for it; mount from there, upload if that does not work.
+        if let Some(home) = self.foreign_homes.get(&blob.digest)
+            && home != target
+        {
+            let mut action = BlobAction::Present;
+            let (here, placed_here) = self.homes.run(&blob.digest, || {
+                action = self.mount_or_upload(target, blob, file, home, progress)?;
+                Ok::<_, SinkError>(target.clone())
+            })?;
+            if placed_here {
+                return Ok(action);
+            }
+            return self.link_from(target, blob, file, &here, progress);
+        }
         let new_repo = matches!(self.repos.get(target), Some(RepoState::New));
         if !new_repo
             && self
@@ -193,6 +216,47 @@ impl<'a> RegistrySink<'a> {
             return Ok(BlobAction::Uploaded);
         }
         self.link_from(target, blob, file, &home, progress)
+    }
+
+    /// Mounts a blob from another shard's home repository; uploads it when the mount is not done
+    /// (the home shard may not have pushed it yet, or its project may not exist yet).
+    fn mount_or_upload(
+        &self,
+        target: &String,
+        blob: &BlobRef,
+        file: &BlobFile,
+        home: &str,
+        progress: &Progress,
+    ) -> Result<BlobAction, SinkError> {
+        if self.dry_run {
+            return Ok(BlobAction::Mounted);
+        }
+        let session = match self.client.mount_blob(target, &blob.digest, home) {
+            Ok(Mount::Mounted) => return Ok(BlobAction::Mounted),
+            Ok(Mount::Session(url)) => {
+                crate::debug!(
+                    "{target}: {} not yet at its home {home}; uploading",
+                    blob.digest
+                );
+                Some(url)
+            }
+            Err(e) => match self.error(e) {
+                SinkError::Image(e) => {
+                    crate::debug!(
+                        "{target}: mount of {} from {home} refused ({e}); uploading",
+                        blob.digest
+                    );
+                    None
+                }
+                stop => return Err(stop),
+            },
+        };
+        self.client
+            .upload_blob(target, &blob.digest, file, session, &|n| {
+                progress.add_bytes(n)
+            })
+            .map_err(|e| self.error(e))?;
+        Ok(BlobAction::Uploaded)
     }
 
     /// Links a blob that repository `home` holds into `target`: by mount, or by upload when the registry will not mount.

@@ -2,8 +2,10 @@
 
 mod util;
 
+mod deploy;
 mod export;
 mod list;
 mod push;
+mod shard;
 mod stops;
 mod validate;

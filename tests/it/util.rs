@@ -12,8 +12,14 @@ use sha2::{Digest as _, Sha256};
 
 /// The ferry binary under test, with a clean environment for credentials and proxies.
 pub fn ferry() -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("ferry").expect("ferry binary");
+    assert_cmd::Command::from_std(ferry_process())
+}
+
+/// [`ferry`] as a plain process, for runs started side by side.
+pub fn ferry_process() -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("ferry"));
     for var in [
+        "JOB_COMPLETION_INDEX",
         "FERRY_USERNAME",
         "FERRY_PASSWORD",
         "REGISTRY_AUTH_FILE",

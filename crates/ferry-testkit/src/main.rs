@@ -33,6 +33,20 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         truth: Option<PathBuf>,
     },
+    /// A counting proxy in front of a registry (for benchmarks): `GET <proxy>/_testkit/counts`
+    /// answers upload sessions, mounts, completed uploads and blob bytes so far, as JSON.
+    /// Runs until killed, or for --seconds at most.
+    Proxy {
+        /// The registry's base URL (http://127.0.0.1:PORT).
+        #[arg(long, value_name = "URL")]
+        backend: String,
+        /// Where to write the proxy's 127.0.0.1:PORT once it listens.
+        #[arg(long, value_name = "FILE")]
+        addr_file: PathBuf,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 7200)]
+        seconds: u64,
+    },
     /// Benchmark floor: upload every unique config/layer blob of a tree's truth once (POST + PUT,
     /// streamed from its file, no HEAD, no hashing, no manifests) into one repository.
     UploadFloor {
@@ -110,6 +124,11 @@ fn main() -> std::process::ExitCode {
             jobs,
             repository,
         } => upload_floor(&tree, truth, &registry, jobs, &repository),
+        Command::Proxy {
+            backend,
+            addr_file,
+            seconds,
+        } => proxy(&backend, &addr_file, seconds),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -204,6 +223,16 @@ fn upload_floor(
         blobs.len(),
         bytes as f64 / secs / 1e6
     );
+    Ok(())
+}
+
+fn proxy(backend: &str, addr_file: &Path, seconds: u64) -> Result<()> {
+    let proxy = ferry_testkit::Proxy::start(backend)?;
+    // Temp file + rename: a reader polling for the file never sees half an address.
+    let temp = addr_file.with_extension("tmp");
+    fs::write(&temp, proxy.host())?;
+    fs::rename(&temp, addr_file)?;
+    std::thread::sleep(std::time::Duration::from_secs(seconds));
     Ok(())
 }
 

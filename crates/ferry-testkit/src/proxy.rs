@@ -4,8 +4,10 @@
 //! Every request is forwarded to the registry (bodies streamed both ways, headers passed,
 //! `X-Forwarded-Host` set so Distribution builds `Location` URLs that point back at the proxy)
 //! and recorded: method, path, query, status, how the body was framed. Tests count upload
-//! sessions, mounts and blob PUTs from that log. Forwarded requests have connect and overall
-//! timeouts; the accept loop ends when the proxy drops.
+//! sessions, mounts, blob PUTs and blob bytes from that log; `GET /_testkit/counts` answers those
+//! counts as JSON (for benchmarks run from a shell through `ferry-testkit proxy`). A request is
+//! logged before its answer is sent. Forwarded requests have connect and overall timeouts; the
+//! accept loop ends when the proxy drops.
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -70,6 +72,13 @@ impl RequestRecord {
         (self.method == "PUT" && self.path.contains("/blobs/uploads/") && self.status == 201)
             .then(|| self.param("digest"))
             .flatten()
+    }
+
+    /// Blob bytes for an upload session (`PUT` or `PATCH .../blobs/uploads/<id>`), forwarded to the registry.
+    pub fn is_upload_data(&self) -> bool {
+        matches!(self.method.as_str(), "PUT" | "PATCH")
+            && self.path.contains("/blobs/uploads/")
+            && !self.injected
     }
 
     /// The repository named in a `/v2/<repo>/(blobs|manifests|tags)/...` path.
@@ -371,14 +380,34 @@ fn handle(mut request: tiny_http::Request, state: &State) {
                 f.status
             })
     };
-    let outcome = if let Some(status) = injected {
-        record.injected = true;
+    // Benchmarks in shell read the counts here (`ferry-testkit proxy`); not a registry path, not logged.
+    if injected.is_none() && method == "GET" && path == COUNTS_PATH {
+        let counts = upload_counts(&state.log.lock().unwrap());
+        let body = serde_json::to_string(&counts).expect("counts serialise");
+        respond(
+            request,
+            Reply::new(200).body("application/json", body),
+            |_| {},
+        );
+        return;
+    }
+    record.injected = injected.is_some();
+    // The log gets the record before the client gets its answer, so a client that reads the log
+    // right after an answer finds that request in it.
+    let logged = |record: RequestRecord| {
+        move |status: u16| {
+            let mut record = record;
+            record.status = status;
+            state.log.lock().unwrap().push(record);
+        }
+    };
+    if let Some(status) = injected {
         let _ = io::copy(&mut request.as_reader(), &mut io::sink());
         let reply = Reply::new(status).body(
             "application/json",
             r#"{"errors":[{"code":"UNAVAILABLE","message":"ferry-testkit proxy: injected failure"}]}"#,
         );
-        respond(request, reply)
+        respond(request, reply, logged(record))
     } else if let Some(hook) = &state.hook {
         let headers: Vec<(String, String)> = request
             .headers()
@@ -397,20 +426,22 @@ fn handle(mut request: tiny_http::Request, state: &State) {
             Decision::Answer(reply) => {
                 // The client may still be sending a body nobody read.
                 let _ = io::copy(&mut request.as_reader().take(64 << 20), &mut io::sink());
-                respond(request, reply)
+                respond(request, reply, logged(record))
             }
             Decision::Forward { body, after } => {
-                forward(request, state, &method, &url, body, after)
+                forward(request, state, &method, &url, body, after, logged(record))
             }
         }
     } else {
-        forward(request, state, &method, &url, None, None)
-    };
-    record.status = outcome;
-    state.log.lock().unwrap().push(record);
+        forward(request, state, &method, &url, None, None, logged(record))
+    }
 }
 
-fn respond(request: tiny_http::Request, reply: Reply) -> u16 {
+/// `GET` here answers [`upload_counts`] of the log so far, as JSON.
+pub const COUNTS_PATH: &str = "/_testkit/counts";
+
+/// Sends `reply`; `done(status)` runs just before.
+fn respond(request: tiny_http::Request, reply: Reply, done: impl FnOnce(u16)) {
     let status = reply.status;
     let mut response = tiny_http::Response::from_data(reply.body).with_status_code(status);
     for (name, value) in &reply.headers {
@@ -418,8 +449,8 @@ fn respond(request: tiny_http::Request, reply: Reply) -> u16 {
             response.add_header(h);
         }
     }
+    done(status);
     let _ = request.respond(response);
-    status
 }
 
 const HOP_BY_HOP: &[&str] = &[
@@ -436,7 +467,8 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 /// Forwards a request to the registry and streams its answer back (unless `after` replaces it);
-/// returns the status sent.
+/// `done(status)` runs just before the answer is sent.
+#[allow(clippy::too_many_arguments)]
 fn forward(
     mut request: tiny_http::Request,
     state: &State,
@@ -444,7 +476,8 @@ fn forward(
     url: &str,
     replaced_body: Option<Vec<u8>>,
     after: Option<After>,
-) -> u16 {
+    done: impl FnOnce(u16),
+) {
     let host = header_value(&request, "Host").unwrap_or_default();
     let content_length =
         header_value(&request, "Content-Length").and_then(|v| v.parse::<u64>().ok());
@@ -503,7 +536,7 @@ fn forward(
                     reply = r;
                 }
             }
-            return respond(request, reply);
+            return respond(request, reply, done);
         }
     };
     let status = response.status().as_u16();
@@ -523,7 +556,7 @@ fn forward(
                     &mut response.into_body().into_reader().take(64 << 20),
                     &mut io::sink(),
                 );
-                return respond(request, reply);
+                return respond(request, reply, done);
             }
             AfterAction::Pass(headers) => extra = headers,
         }
@@ -558,12 +591,12 @@ fn forward(
     let mut out = tiny_http::Response::new(status.into(), headers, reader, length, None);
     // Keep Content-Length on big bodies (and on HEAD) instead of switching to chunked.
     out = out.with_chunked_threshold(usize::MAX);
+    done(status);
     let _ = request.respond(out);
-    status
 }
 
-/// Sums of a request log that tests look at.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// Sums of a request log that tests and benchmarks look at.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UploadCounts {
     /// Upload sessions opened (POST answered 202, mount or not).
     pub sessions: usize,
@@ -571,6 +604,8 @@ pub struct UploadCounts {
     pub mounts: usize,
     /// Completed blob uploads per digest.
     pub completed: BTreeMap<String, usize>,
+    /// Blob bytes sent to the registry: the `Content-Length` of every forwarded upload `PUT`/`PATCH`.
+    pub bytes: u64,
 }
 
 /// Counts upload sessions, mounts and completed uploads in `log`.
@@ -585,6 +620,9 @@ pub fn upload_counts(log: &[RequestRecord]) -> UploadCounts {
         }
         if let Some(d) = r.completed_upload() {
             *c.completed.entry(d.to_string()).or_default() += 1;
+        }
+        if r.is_upload_data() {
+            c.bytes += r.content_length.unwrap_or(0);
         }
     }
     c

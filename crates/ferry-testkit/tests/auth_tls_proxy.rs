@@ -198,6 +198,42 @@ fn proxy_forwards_and_counts() {
 }
 
 #[test]
+fn proxy_counts_blob_bytes_and_serves_its_counts() {
+    let reg = Registry::start().unwrap();
+    let proxy = Proxy::start(&reg.url()).unwrap();
+    let p = Pusher::from_url(&proxy.url());
+    let (a, b) = (vec![1u8; 3000], vec![2u8; 500]);
+    p.push_blob("x/one", &a).unwrap();
+    let d = p.push_blob("x/two", &b).unwrap();
+    p.upload_blob("x/three", &b, &d.digest).unwrap();
+    let counts = upload_counts(&proxy.requests());
+    assert_eq!(counts.bytes, 3000 + 500 + 500, "{counts:?}");
+    assert_eq!(counts.completed.values().sum::<usize>(), 3);
+    // An injected failure never reached the registry: its body is not counted.
+    proxy.fail_next(1, 503, |m, path| {
+        m == "PUT" && path.contains("/blobs/uploads/")
+    });
+    assert!(
+        p.upload_blob("x/four", &a, &ferry_testkit::Descriptor::of("x", &a).digest)
+            .is_err()
+    );
+    let text = agent()
+        .get(format!(
+            "{}{}",
+            proxy.url(),
+            ferry_testkit::proxy::COUNTS_PATH
+        ))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_string()
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(body["bytes"], 4000, "{body}");
+    assert_eq!(body["sessions"], 4, "{body}");
+}
+
+#[test]
 fn plain_generation_still_works() {
     let reg = Registry::start().unwrap();
     generate_standard(&reg, 1).unwrap();
