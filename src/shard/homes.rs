@@ -13,7 +13,7 @@ use crate::inventory::Image;
 pub struct ShardPlan {
     /// This shard's images, in inventory order.
     pub images: Vec<Image>,
-    /// Indexes into `images`, in batches run one after another: the images holding blobs this
+    /// Indexes into `images`, in groups the run takes in this order (no barrier between them): the images holding blobs this
     /// shard is home for (so other shards' mounts find them), then images that need nothing from
     /// another shard's homes, then the rest (by then those homes are more likely there).
     pub batches: Vec<Vec<usize>>,
