@@ -16,6 +16,7 @@ use super::error::RegistryError;
 use crate::digest::{Digest, Hasher};
 use crate::manifest::media_type;
 use crate::secret::Secret;
+use crate::source::BlobFile;
 
 /// Manifests larger than this are not read back.
 const MAX_MANIFEST: u64 = 16 << 20;
@@ -528,7 +529,7 @@ impl Client {
         &self,
         repository: &str,
         digest: &Digest,
-        path: &Path,
+        file: &BlobFile,
         len: u64,
         mut session: Option<String>,
         on_bytes: &(dyn Fn(u64) + Sync),
@@ -541,18 +542,20 @@ impl Client {
             };
             let separator = if location.contains('?') { '&' } else { '?' };
             let url = format!("{location}{separator}digest={digest}");
-            let file = File::open(path).map_err(|e| {
+            let path = file.name();
+            let mut bytes = file.open().map_err(|e| {
                 RegistryError::Local(format!("cannot open blob file {}: {e}", path.display()))
             })?;
+            bytes.set_limit(len.min(file.len));
             let mismatch = Arc::new(Mutex::new(None));
             let mut reader = VerifyingReader {
-                inner: file.take(len),
+                inner: bytes,
                 hasher: Some(Hasher::new()),
                 expected: *digest,
                 expected_len: len,
                 seen: 0,
                 mismatch: mismatch.clone(),
-                path,
+                path: &path,
                 on_bytes,
             };
             let authorization = self.auth.header(&self.agent, &[Scope::push(repository)])?;

@@ -187,7 +187,7 @@ impl RegistrySink<'_> {
                     .upload_blob(
                         target,
                         &blob.digest,
-                        &file.path,
+                        file,
                         blob.size,
                         Some(url),
                         &|n| progress.add_bytes(n),
@@ -291,7 +291,7 @@ impl Sink for RegistrySink<'_> {
                 return Ok(());
             }
             self.client
-                .upload_blob(target, &blob.digest, &file.path, blob.size, session, &|n| {
+                .upload_blob(target, &blob.digest, file, blob.size, session, &|n| {
                     progress.add_bytes(n)
                 })
                 .map_err(|e| self.error(e))

@@ -2,7 +2,11 @@
 
 pub mod storage_tree;
 
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::manifest::RawManifest;
@@ -66,11 +70,83 @@ pub struct Upload {
     pub path: PathBuf,
 }
 
-/// A blob held as a local file (so sinks can hard-link it).
+/// Where a blob's bytes are on disk: a file of its own (which sinks may hard-link), or a byte
+/// range of a plain tar archive (which can only be read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobFile {
+    /// The blob's own file, or the archive holding it.
     pub path: PathBuf,
     pub len: u64,
+    pub place: BlobPlace,
+}
+
+/// How a blob sits in [`BlobFile::path`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobPlace {
+    /// The whole file is the blob.
+    OwnFile,
+    /// The blob is member `member` of the tar archive at `path`, its bytes starting at `offset`.
+    InTar { offset: u64, member: Arc<str> },
+    /// Inside a compressed archive opened for metadata only: size known, bytes not readable.
+    Unread { member: Arc<str> },
+}
+
+impl BlobFile {
+    /// A blob that is a file of its own.
+    pub fn own(path: PathBuf, len: u64) -> BlobFile {
+        BlobFile {
+            path,
+            len,
+            place: BlobPlace::OwnFile,
+        }
+    }
+
+    /// Whether the blob is a whole file of its own (only those can be hard-linked or reflinked).
+    pub fn is_own_file(&self) -> bool {
+        self.place == BlobPlace::OwnFile
+    }
+
+    /// Where the blob's bytes start in [`BlobFile::path`].
+    pub fn offset(&self) -> u64 {
+        match self.place {
+            BlobPlace::InTar { offset, .. } => offset,
+            _ => 0,
+        }
+    }
+
+    /// The blob's name in messages: its file, or `ARCHIVE!/member`.
+    pub fn name(&self) -> PathBuf {
+        match &self.place {
+            BlobPlace::OwnFile => self.path.clone(),
+            BlobPlace::InTar { member, .. } | BlobPlace::Unread { member } => {
+                member_path(&self.path, member)
+            }
+        }
+    }
+
+    /// A reader of exactly the blob's bytes (never following a final symbolic link).
+    pub fn open(&self) -> io::Result<io::Take<File>> {
+        if let BlobPlace::Unread { member } = &self.place {
+            return Err(io::Error::other(format!(
+                "{} was opened for metadata only; its bytes were not extracted",
+                member_path(&self.path, member).display()
+            )));
+        }
+        let mut file = File::options()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&self.path)?;
+        let offset = self.offset();
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))?;
+        }
+        Ok(file.take(self.len))
+    }
+}
+
+/// How a member of an archive is named in messages: `ARCHIVE!/member`.
+pub fn member_path(archive: &Path, member: &str) -> PathBuf {
+    PathBuf::from(format!("{}!/{member}", archive.display()))
 }
 
 /// What to read when scanning a source.

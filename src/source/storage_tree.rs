@@ -281,7 +281,7 @@ impl Source for StorageTree {
         let path = self.blob_path(digest);
         match fs::symlink_metadata(&path) {
             Ok(m) if m.file_type().is_symlink() => Err(Problem::Symlink { path }),
-            Ok(m) if m.is_file() => Ok(BlobFile { len: m.len(), path }),
+            Ok(m) if m.is_file() => Ok(BlobFile::own(path, m.len())),
             Ok(_) => Err(Problem::Io {
                 path,
                 error: "not a regular file".to_string(),
