@@ -60,6 +60,9 @@ pub enum Problem {
     },
     #[error("not found in the source tree")]
     NotInSource,
+    /// Damage in an archive (a cut-short stream, a bad header) or a member ferry refuses to read.
+    #[error("{path}: {error}")]
+    Archive { path: PathBuf, error: String },
     #[error("{context}: {inner}")]
     Within {
         context: String,

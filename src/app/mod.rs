@@ -1,5 +1,6 @@
 //! Subcommands: one thin file each, turning resolved flags into a run and an `Outcome`.
 
+pub mod cache;
 pub mod export;
 pub mod list;
 pub mod push;
@@ -15,7 +16,7 @@ use crate::filter::{Filters, read_image_list};
 use crate::inventory::{Inventory, InventoryOptions};
 use crate::registry::credentials::read_password_stdin;
 use crate::registry::{Client, ClientOptions, CredentialOptions, Endpoint};
-use crate::source::StorageTree;
+use crate::source::{Needs, OpenOptions, Source};
 
 /// How a run ended when it could run at all (exit 0 or 1; errors are exit 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Push(args) => push::run(&args, &cli.global),
         Command::Validate(args) => validate::run(&args, &cli.global),
         Command::Export(args) => export::run(&args, &cli.global),
+        Command::Cache(command) => cache::run(&command),
     }
 }
 
@@ -42,9 +44,21 @@ pub fn filters(args: &FilterArgs) -> anyhow::Result<Filters> {
     Filters::new(&args.repos, &args.exclude, &args.tags, images)
 }
 
-/// Opens SOURCE as a storage tree.
-pub fn open_source(path: &Path) -> anyhow::Result<StorageTree> {
-    StorageTree::open(path).with_context(|| format!("cannot use source {}", path.display()))
+/// Opens SOURCE (a storage tree folder, a tar or compressed tar of one, a folder of layouts)
+/// for a command that needs `needs` of it.
+pub fn open_source(
+    path: &Path,
+    subpath: Option<&str>,
+    needs: Needs,
+    cache_dir: Option<&Path>,
+) -> anyhow::Result<Box<dyn Source>> {
+    let options = OpenOptions {
+        subpath,
+        needs,
+        cache_dir,
+    };
+    crate::source::open(path, &options)
+        .with_context(|| format!("cannot use source {}", path.display()))
 }
 
 /// Resolves the destination, its credentials and TLS options, and connects (ping + credential check).
@@ -87,7 +101,7 @@ pub fn mapping(args: &MappingArgs) -> Mapping {
 /// The selected images of a tree for a copy or a check (no config reads), with tree-level
 /// problems reported as warnings.
 pub fn images_to_move(
-    tree: &StorageTree,
+    tree: &dyn Source,
     filters: &Filters,
     untagged: bool,
 ) -> anyhow::Result<Inventory> {

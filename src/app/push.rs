@@ -34,7 +34,12 @@ struct PushReport<'a> {
 
 pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let filters = super::filters(&args.filters)?.with_shard(args.shard);
-    let tree = super::open_source(&args.source)?;
+    let tree = super::open_source(
+        &args.source,
+        args.subpath.as_deref(),
+        crate::source::Needs::Blobs,
+        args.cache_dir.as_deref(),
+    )?;
     let client = super::connect(&args.registry, usize::from(args.jobs))?;
     let harbor = harbor::detect(&client).unwrap_or_else(|e| {
         crate::debug!(
@@ -43,11 +48,11 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         false
     });
     let mapping = super::mapping(&args.mapping);
-    let inventory = super::images_to_move(&tree, &filters, args.untagged)?;
+    let inventory = super::images_to_move(tree.as_ref(), &filters, args.untagged)?;
     note!(
         "ferry push: {} images from {} to {}{}{}",
         inventory.images.len(),
-        tree.v2().display(),
+        tree.location().display(),
         client.base(),
         if harbor { " (Harbor)" } else { "" },
         if args.dry_run { ", dry run" } else { "" }
@@ -93,7 +98,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
             path,
             &PushReport {
                 command: "push",
-                source: tree.v2().display().to_string(),
+                source: tree.location().display().to_string(),
                 destination: client.base(),
                 harbor,
                 dry_run: args.dry_run,

@@ -28,15 +28,20 @@ struct ValidateReport<'a> {
 pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let filters = super::filters(&args.filters)?;
     let platforms = PlatformSelection::new(&args.arch, &args.os)?;
-    let tree = super::open_source(&args.source)?;
+    let tree = super::open_source(
+        &args.source,
+        args.subpath.as_deref(),
+        crate::source::Needs::Metadata,
+        None,
+    )?;
     let jobs = usize::from(args.jobs);
     let client = super::connect(&args.registry, jobs)?;
     let mapping = super::mapping(&args.mapping);
-    let inventory = super::images_to_move(&tree, &filters, false)?;
+    let inventory = super::images_to_move(tree.as_ref(), &filters, false)?;
     note!(
         "ferry validate: {} tags from {} against {} ({}{})",
         inventory.images.len(),
-        tree.v2().display(),
+        tree.location().display(),
         client.base(),
         platforms,
         if args.shallow { ", shallow" } else { "" }
@@ -97,7 +102,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
             path,
             &ValidateReport {
                 command: "validate",
-                source: tree.v2().display().to_string(),
+                source: tree.location().display().to_string(),
                 destination: client.base(),
                 platforms: platforms.to_string(),
                 shallow: args.shallow,

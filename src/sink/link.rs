@@ -355,9 +355,7 @@ fn check_size(want: Wanted) -> Result<(), LinkError> {
             path: want.file.name(),
             error: io::Error::other(format!(
                 "it has {} bytes where the manifest says {} for {}",
-                len,
-                want.size,
-                want.digest
+                len, want.size, want.digest
             )),
         });
     }

@@ -184,14 +184,9 @@ impl RegistrySink<'_> {
                     blob.digest
                 );
                 self.client
-                    .upload_blob(
-                        target,
-                        &blob.digest,
-                        file,
-                        blob.size,
-                        Some(url),
-                        &|n| progress.add_bytes(n),
-                    )
+                    .upload_blob(target, &blob.digest, file, blob.size, Some(url), &|n| {
+                        progress.add_bytes(n)
+                    })
                     .map_err(|e| self.error(e))?;
                 BlobAction::Uploaded
             }

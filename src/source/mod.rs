@@ -1,6 +1,14 @@
-//! Sources of images: what the copy engine reads from (a storage tree today).
+//! Sources of images: what the copy engine reads from (a storage tree as a folder or an archive, or a folder of layouts).
 
+pub mod archive_tree;
+pub mod cache;
+pub mod extract;
+pub mod layouts;
+pub mod members;
+pub mod open;
 pub mod storage_tree;
+pub mod tar_index;
+pub mod tar_stream;
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -12,6 +20,7 @@ use crate::digest::Digest;
 use crate::manifest::RawManifest;
 use crate::problem::Problem;
 
+pub use open::{Needs, OpenOptions, open};
 pub use storage_tree::StorageTree;
 
 /// A source that cannot be used at all (exit code 2).
@@ -20,18 +29,39 @@ pub enum SourceError {
     #[error("{path} does not exist")]
     NotFound { path: PathBuf },
     #[error(
-        "{path} is not a registry storage tree: expected a folder holding docker/registry/v2/ (with blobs/ and repositories/), or that docker/ or docker/registry/v2/ folder itself"
+        "{path} is not a registry storage tree: expected a folder holding docker/registry/v2/ (with blobs/ and repositories/), or that docker/ or docker/registry/v2/ folder itself, a tar, tar.gz, tar.zst or tar.xz of one, or a folder of skopeo dir: or OCI layouts"
     )]
     NotATree { path: PathBuf },
+    #[error("{path} holds no registry storage tree: {detail}")]
+    NotATreeArchive { path: PathBuf, detail: String },
     #[error(
-        "{path} is a {kind} archive: ferry reads storage trees from folders; extract it first (tar -xf {path} -C DIR) and pass DIR"
+        "{path} is a {kind} archive, which ferry cannot read; recompress it as tar, tar.gz, tar.zst or tar.xz, or extract it (tar -xf {path} -C DIR) and pass DIR"
     )]
     Archive { path: PathBuf, kind: &'static str },
+    #[error("{path} holds more than one storage tree ({}); choose one with --subpath", roots.iter().map(|r| show_root(r)).collect::<Vec<_>>().join(", "))]
+    SeveralTrees { path: PathBuf, roots: Vec<String> },
+    #[error("{path} has no storage tree at --subpath {subpath} (found: {})", if roots.is_empty() { "none".to_string() } else { roots.iter().map(|r| show_root(r)).collect::<Vec<_>>().join(", ") })]
+    NotAtSubpath {
+        path: PathBuf,
+        subpath: String,
+        roots: Vec<String>,
+    },
+    #[error("cache folder {dir}: {error}")]
+    Cache { dir: PathBuf, error: String },
     #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
         error: std::io::Error,
     },
+}
+
+/// A tree root inside an archive as a person would type it for --subpath.
+fn show_root(root: &str) -> String {
+    if root.is_empty() {
+        "the archive's top (.)".to_string()
+    } else {
+        root.to_string()
+    }
 }
 
 /// What a scan of a source found.
@@ -159,6 +189,11 @@ pub struct ScanOptions {
 pub trait Source: Sync {
     /// Where the images come from, for messages.
     fn location(&self) -> &Path;
+    /// The folder holding the files this source reads (writers must stay out of it, hard links
+    /// come from it); `None` when they are inside an archive.
+    fn folder(&self) -> Option<&Path> {
+        None
+    }
     /// Repositories for which `wanted` says yes, sorted by name.
     fn repositories(
         &self,

@@ -23,6 +23,8 @@ const MAX_LINK: u64 = 256;
 #[derive(Debug, Clone)]
 pub struct StorageTree {
     v2: PathBuf,
+    /// The folder the tree lives in: the root holding `docker/registry/v2`, else `v2` itself.
+    root: PathBuf,
 }
 
 impl StorageTree {
@@ -37,34 +39,37 @@ impl StorageTree {
                 error,
             },
         })?;
-        if meta.is_file() {
-            return Err(match archive_kind(path) {
-                Some(kind) => SourceError::Archive {
-                    path: path.to_path_buf(),
-                    kind,
-                },
-                None => SourceError::NotATree {
-                    path: path.to_path_buf(),
-                },
+        if !meta.is_dir() {
+            return Err(SourceError::NotATree {
+                path: path.to_path_buf(),
             });
         }
-        let candidates = [
-            path.join("docker/registry/v2"),
-            path.join("registry/v2"),
-            path.to_path_buf(),
-        ];
-        for v2 in candidates {
-            if v2.join("repositories").is_dir() || v2.join("blobs").is_dir() {
-                let v2 = fs::canonicalize(&v2).map_err(|error| SourceError::Io {
-                    path: v2.clone(),
-                    error,
-                })?;
-                return Ok(StorageTree { v2 });
-            }
+        if let Some(v2) = Self::find_v2(path) {
+            let v2 = fs::canonicalize(&v2).map_err(|error| SourceError::Io {
+                path: v2.clone(),
+                error,
+            })?;
+            let root = if v2.ends_with("docker/registry/v2") {
+                v2.ancestors().nth(3).unwrap_or(&v2).to_path_buf()
+            } else {
+                v2.clone()
+            };
+            return Ok(StorageTree { v2, root });
         }
         Err(SourceError::NotATree {
             path: path.to_path_buf(),
         })
+    }
+
+    /// The tree's `v2` folder when `path` is the root, its `docker/` or its `docker/registry/v2/` folder.
+    pub fn find_v2(path: &Path) -> Option<PathBuf> {
+        [
+            path.join("docker/registry/v2"),
+            path.join("registry/v2"),
+            path.to_path_buf(),
+        ]
+        .into_iter()
+        .find(|v2| v2.join("repositories").is_dir() || v2.join("blobs").is_dir())
     }
 
     /// The `docker/registry/v2` folder.
@@ -235,6 +240,10 @@ impl Source for StorageTree {
         &self.v2
     }
 
+    fn folder(&self) -> Option<&Path> {
+        Some(&self.root)
+    }
+
     fn repositories(
         &self,
         options: ScanOptions,
@@ -372,28 +381,4 @@ fn relative_name(top: &Path, dir: &Path) -> Option<String> {
     let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
     let parts = parts?;
     (!parts.is_empty()).then(|| parts.join("/"))
-}
-
-/// Recognises tar, gzip and zstd archives by their first bytes.
-fn archive_kind(path: &Path) -> Option<&'static str> {
-    let mut head = [0u8; 512];
-    let mut file = File::open(path).ok()?;
-    let mut n = 0;
-    while n < head.len() {
-        match file.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(_) => return None,
-        }
-    }
-    let head = &head[..n];
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Some("gzip")
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some("zstd")
-    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
-        Some("tar")
-    } else {
-        None
-    }
 }
