@@ -113,6 +113,7 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     }
     note!("{}", summary(&counts, &files, elapsed));
     super::finish_run("export", &failed, &args.failed_list, result.fatal)
+        .map(|outcome| super::with_source_problems(outcome, &inventory))
 }
 
 /// `out` made absolute with every folder that exists resolved (symlinks followed), and the deepest

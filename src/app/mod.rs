@@ -119,6 +119,19 @@ pub fn images_to_move(
     Ok(inventory)
 }
 
+/// Problems of the source that belong to no image (archive damage, refused members, unreadable
+/// folders) make a run's exit code 1 as well: something may be missing from what it worked on.
+pub fn with_source_problems(outcome: Outcome, inventory: &Inventory) -> Outcome {
+    if inventory.problems.is_empty() {
+        return outcome;
+    }
+    crate::note!(
+        "{} source problems (named above): what they hide was not worked on",
+        inventory.problems.len()
+    );
+    Outcome::SomeFailed
+}
+
 /// The end of a copy run: points at the failed list, turns a stop into exit 2, else 0 or 1.
 pub fn finish_run(
     verb: &str,

@@ -112,6 +112,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     }
     note!("{}", summary(&counts, args.dry_run, elapsed));
     super::finish_run("push", &failed, &args.failed_list, result.fatal)
+        .map(|outcome| super::with_source_problems(outcome, &inventory))
 }
 
 /// Creates (or, in a dry run, checks) the Harbor projects the selected images need.

@@ -132,11 +132,12 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
     if let Some(fatal) = result.fatal {
         anyhow::bail!("validate stopped: {fatal}");
     }
-    Ok(if counts.passed == counts.tags {
+    let outcome = if counts.passed == counts.tags {
         Outcome::Done
     } else {
         Outcome::SomeFailed
-    })
+    };
+    Ok(super::with_source_problems(outcome, &inventory))
 }
 
 /// The tags that did not pass: one line per reason, aligned.

@@ -1,6 +1,6 @@
 //! Extracts a compressed archive's storage tree (blobs, link files) into its cache folder in one pass, and reads it from there.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -145,6 +145,7 @@ fn extract(
         blob_root: None,
         roots: Roots::default(),
         pending: Vec::new(),
+        symlinked_blobs: HashSet::new(),
         problems: Vec::new(),
         written: HashMap::new(),
         blobs: 0,
@@ -155,6 +156,7 @@ fn extract(
     let Extract {
         roots,
         pending,
+        symlinked_blobs,
         mut problems,
         written,
         blobs,
@@ -196,13 +198,19 @@ fn extract(
         };
         let member = || member_path(archive, &name);
         match what {
-            Pending::Symlink(target) => problems.push(Problem::Archive {
-                path: member(),
-                error: format!(
-                    "a symbolic link to {:?}; ferry does not follow links inside a storage tree",
-                    String::from_utf8_lossy(&target)
-                ),
-            }),
+            Pending::Symlink(target) => {
+                // A link that came after a blob's data replaces it, as `tar -x` would: the blob is gone.
+                if symlinked_blobs.contains(&name) {
+                    let _ = fs::remove_file(v2.join(rel));
+                }
+                problems.push(Problem::Archive {
+                    path: member(),
+                    error: format!(
+                        "a symbolic link to {:?}; ferry does not follow links inside a storage tree",
+                        String::from_utf8_lossy(&target)
+                    ),
+                })
+            }
             Pending::HardLink(target) => {
                 let target = clean_name(&target).unwrap_or_default();
                 match (written.get(&target), blob_data(rel)) {
@@ -286,6 +294,8 @@ struct Extract<'a> {
     blob_root: Option<String>,
     roots: Roots,
     pending: Vec<(String, Pending)>,
+    /// Blob data names whose last member is a symbolic link.
+    symlinked_blobs: HashSet<String>,
     problems: Vec<Problem>,
     /// Blob members written, by member name, for hard links that name them.
     written: HashMap<String, PathBuf>,
@@ -391,11 +401,17 @@ impl Visitor for Extract<'_> {
                 }
             }
             let hex = hex.to_string();
+            self.symlinked_blobs.remove(&name);
             return self.write_blob(&name, &hex, member.len, data);
         }
         let in_a_tree = root_of(&name).is_some() || name.contains("blobs/");
         let pending = match &member.kind {
-            MemberKind::Symlink(target) => Pending::Symlink(target.clone()),
+            MemberKind::Symlink(target) => {
+                if blob_data(&name).is_some() {
+                    self.symlinked_blobs.insert(name.clone());
+                }
+                Pending::Symlink(target.clone())
+            }
             MemberKind::HardLink(target) if in_a_tree => Pending::HardLink(target.clone()),
             MemberKind::Dir if in_a_tree => Pending::Dir,
             MemberKind::File if in_a_tree && is_upload_data(&name) => {

@@ -125,11 +125,7 @@ fn bad_header(
             ),
         };
     }
-    let mut block = [0u8; BLOCK as usize];
-    let name = match file.read_exact_at(&mut block, at) {
-        Ok(()) => header_name(&block),
-        Err(_) => String::new(),
-    };
+    let name = damaged_member_name(file, at);
     let member = if name.is_empty() {
         format!("the header at byte {at}")
     } else {
@@ -144,14 +140,60 @@ fn bad_header(
     }
 }
 
+/// The name of the member whose header starts at `at`: from a GNU long-name or PAX header
+/// before it when there is one, else from the header's own name field.
+fn damaged_member_name(file: &File, at: u64) -> String {
+    let mut block = [0u8; BLOCK as usize];
+    if file.read_exact_at(&mut block, at).is_err() {
+        return String::new();
+    }
+    let size = std::str::from_utf8(&block[124..136])
+        .ok()
+        .and_then(|t| u64::from_str_radix(t.trim_matches(['\0', ' ']), 8).ok())
+        .unwrap_or(0);
+    if matches!(block[156], b'L' | b'x') && size > 0 && size <= 64 * 1024 {
+        let mut data = vec![0u8; size as usize];
+        if file.read_exact_at(&mut data, at + BLOCK).is_ok() {
+            let name = if block[156] == b'L' {
+                Some(data.split(|b| *b == 0).next().unwrap_or_default().to_vec())
+            } else {
+                pax_path(&data)
+            };
+            if let Some(name) = name {
+                return printable(&name);
+            }
+        }
+    }
+    header_name(&block)
+}
+
+/// The `path` record of a PAX extended header (`<len> path=<name>\n` records).
+fn pax_path(data: &[u8]) -> Option<Vec<u8>> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let space = rest.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+        let record = rest.get(space + 1..len)?;
+        if let Some(path) = record.strip_prefix(b"path=") {
+            return Some(path.strip_suffix(b"\n").unwrap_or(path).to_vec());
+        }
+        rest = rest.get(len..)?;
+    }
+    None
+}
+
+fn printable(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes)
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// The name field of a raw header block, as far as it is printable.
 pub fn header_name(block: &[u8]) -> String {
     let field = &block[..100];
     let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
-    String::from_utf8_lossy(&field[..end])
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    printable(&field[..end])
 }
 
 fn after(last: Option<&str>) -> String {

@@ -3,6 +3,8 @@
 mod util;
 
 mod export;
+mod layouts;
 mod list;
 mod push;
+mod tarball;
 mod validate;
