@@ -53,8 +53,19 @@ free_port() {
 }
 
 # start_registry NAME: a docker-registry on a free port with a fresh storage folder; sets REG.
+# A port taken between the check and the bind is retried with another.
 start_registry() {
-    local name=$1 dir="$WORK/$1" port
+    local attempt
+    for attempt in 1 2 3; do
+        try_registry "$1" && return
+    done
+    echo "bench-tarball: registry $1 did not start:" >&2
+    cat "$WORK/$1/log" >&2
+    exit 2
+}
+
+try_registry() {
+    local name=$1 dir="$WORK/$1" port pid
     mkdir -p "$dir/storage"
     port=$(free_port)
     cat >"$dir/config.yml" <<EOF
@@ -81,20 +92,24 @@ validation:
         - '^https?://'
 EOF
     env -u REGISTRY_HTTP_ADDR docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
-    PIDS+=($!)
-    echo $! >"$dir/pid"
+    pid=$!
+    PIDS+=("$pid")
+    echo "$pid" >"$dir/pid"
     for _ in $(seq 200); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null && { REG="127.0.0.1:$port"; return; }
+        kill -0 "$pid" 2>/dev/null || return 1
+        curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null && { REG="127.0.0.1:$port"; return 0; }
         sleep 0.05
     done
-    echo "bench-tarball: registry $name did not start:" >&2
-    cat "$dir/log" >&2
-    exit 2
+    kill "$pid" 2>/dev/null || true
+    return 1
 }
 
+# stop_registry NAME: stops it, waits for it to exit, removes its storage (after it was checked).
 stop_registry() {
-    local dir="$WORK/$1"
-    kill "$(cat "$dir/pid")" 2>/dev/null || true
+    local dir="$WORK/$1" pid
+    pid=$(cat "$dir/pid")
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
     rm -rf "$dir"
 }
 

@@ -119,6 +119,12 @@ pub fn open(path: &Path, options: &OpenOptions) -> Result<Box<dyn Source>, Sourc
         }
         return Err(SourceError::NotATree { path: dir });
     }
+    // Blobs are later opened without following links; the archive itself may be reached through one.
+    let canonical = fs::canonicalize(path).map_err(|error| SourceError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let path = canonical.as_path();
     let kind = sniff(path).map_err(|error| SourceError::Io {
         path: path.to_path_buf(),
         error,

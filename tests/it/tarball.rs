@@ -163,11 +163,14 @@ fn a_plain_tar_pushes_in_place_and_a_tar_gz_validates_without_a_cache() {
         ".",
     ]);
     tar(&["-czf", s(&gz), "-C", s(root), "docker"]);
+    // Reached through a symbolic link, as archives on a mounted disk often are.
+    let link = archives.path().join("link.tar");
+    std::os::unix::fs::symlink(&plain, &link).unwrap();
     let before = snapshot(archives.path());
     let reg = Registry::start().unwrap();
     let dest = format!("http://{}", reg.host());
     let work = workdir();
-    let pushed = run(push_cmd(&plain, &dest, work.path(), &[])
+    let pushed = run(push_cmd(&link, &dest, work.path(), &[])
         .env("HOME", home.path())
         .env("XDG_CACHE_HOME", home.path().join(".cache")));
     assert_eq!(pushed.code, 0, "{}", pushed.stderr);
