@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs ferry's checks on a fresh machine: installs the real parts the tests use (Debian's
-# docker-registry and skopeo, and curl; kubernetes-validate from PyPI) when missing, then the
-# tests, clippy and rustfmt.
+# docker-registry and skopeo, curl, zstd and xz; kubernetes-validate from PyPI) when missing,
+# then the tests, clippy and rustfmt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +9,9 @@ missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# The tarball tests make archives with the system tar: gzip, zstd and xz.
+command -v zstd >/dev/null 2>&1 || missing+=(zstd)
+command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "scripts/test.sh: installing ${missing[*]}" >&2
     sudo=""

@@ -41,6 +41,33 @@ pub enum Command {
     Push(PushArgs),
     /// Prove the destination holds every selected tag: digests, index children, every blob.
     Validate(ValidateArgs),
+    /// Show or remove the folders compressed archives were extracted into.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// List the cache folders: the archive each came from, whether it is complete, its size.
+    List(CacheArgs),
+    /// Remove cache folders: those of the ARCHIVEs given, or all of them.
+    Clean(CacheCleanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// The cache folder base (default: the user cache folder, ~/.cache/ferry).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheCleanArgs {
+    /// Only the cache folders of these archives.
+    #[arg(value_name = "ARCHIVE")]
+    pub archives: Vec<PathBuf>,
+    #[command(flatten)]
+    pub cache: CacheArgs,
 }
 
 /// Which images to work on; every given filter must agree.
@@ -62,8 +89,11 @@ pub struct FilterArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Storage tree: the root, its docker/ folder, or its docker/registry/v2/ folder.
+    /// Storage tree: the root, its docker/ or docker/registry/v2/ folder, a tar/tar.gz/tar.zst/tar.xz of one, or a folder of dir:/OCI layouts.
     pub source: PathBuf,
+    /// Where the storage tree is inside SOURCE, when SOURCE holds more than one.
+    #[arg(long, value_name = "PATH")]
+    pub subpath: Option<String>,
     /// Also list manifests that no tag points at.
     #[arg(long)]
     pub untagged: bool,
@@ -137,8 +167,14 @@ pub struct RegistryArgs {
 
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// Storage tree: the root, its docker/ folder, or its docker/registry/v2/ folder.
+    /// Storage tree: the root, its docker/ or docker/registry/v2/ folder, a tar/tar.gz/tar.zst/tar.xz of one, or a folder of dir:/OCI layouts.
     pub source: PathBuf,
+    /// Where the storage tree is inside SOURCE, when SOURCE holds more than one.
+    #[arg(long, value_name = "PATH")]
+    pub subpath: Option<String>,
+    /// Where compressed archives are extracted (default: the user cache folder, ~/.cache/ferry).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Parallel pushes (1–32).
     #[arg(short = 'j', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub jobs: u16,
@@ -171,8 +207,11 @@ pub struct PushArgs {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Storage tree: the root, its docker/ folder, or its docker/registry/v2/ folder.
+    /// Storage tree: the root, its docker/ or docker/registry/v2/ folder, a tar/tar.gz/tar.zst/tar.xz of one, or a folder of dir:/OCI layouts.
     pub source: PathBuf,
+    /// Where the storage tree is inside SOURCE, when SOURCE holds more than one.
+    #[arg(long, value_name = "PATH")]
+    pub subpath: Option<String>,
     /// Parallel checks (1–32).
     #[arg(short = 'j', long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub jobs: u16,
@@ -220,8 +259,14 @@ pub enum ValidateFormat {
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Storage tree: the root, its docker/ folder, or its docker/registry/v2/ folder.
+    /// Storage tree: the root, its docker/ or docker/registry/v2/ folder, a tar/tar.gz/tar.zst/tar.xz of one, or a folder of dir:/OCI layouts.
     pub source: PathBuf,
+    /// Where the storage tree is inside SOURCE, when SOURCE holds more than one.
+    #[arg(long, value_name = "PATH")]
+    pub subpath: Option<String>,
+    /// Where compressed archives are extracted (default: the user cache folder, ~/.cache/ferry).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Output folder: new, empty, or an earlier export of the same layout (completed, not erased).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,

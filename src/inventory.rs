@@ -459,7 +459,7 @@ impl Walk<'_> {
             self.image.problems.push(Problem::BlobSize {
                 role: role.clone(),
                 digest: descriptor.digest,
-                path: file.path.clone(),
+                path: file.name(),
                 expected: descriptor.size,
                 found: file.len,
             });

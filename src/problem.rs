@@ -78,6 +78,9 @@ pub enum Problem {
     },
     #[error("not found in the source tree")]
     NotInSource,
+    /// Damage in an archive (a cut-short stream, a bad header) or a member ferry refuses to read.
+    #[error("{}: {}", shown(path), escape_controls(error))]
+    Archive { path: PathBuf, error: String },
     #[error("{}: {inner}", escape_controls(context))]
     Within {
         context: String,

@@ -33,6 +33,11 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Progress of reading `bytes_total` bytes (an archive's compressed bytes): no image count.
+    pub fn reading(verb: &'static str, bytes_total: u64) -> Progress {
+        Progress::new(verb, 0, bytes_total)
+    }
+
     /// `verb` names the run in lines ("push", "export"); totals may be estimates.
     pub fn new(verb: &'static str, images_total: u64, bytes_total: u64) -> Progress {
         let mode = if crate::messages::quiet() {
@@ -48,7 +53,11 @@ impl Progress {
                 .progress_chars("=> "),
             );
             bytes.set_prefix(verb);
-            let images = multi.add(ProgressBar::new(images_total));
+            let images = if images_total == 0 {
+                ProgressBar::hidden()
+            } else {
+                multi.add(ProgressBar::new(images_total))
+            };
             images.set_style(
                 ProgressStyle::with_template("{prefix:>8} {pos}/{len} {wide_msg}")
                     .expect("valid template"),
@@ -138,6 +147,16 @@ impl Progress {
         *last = Instant::now();
         let bytes = self.bytes_done();
         let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        if self.images_total == 0 {
+            crate::note!(
+                "ferry {}: {} of {}, {}/s",
+                self.verb,
+                HumanBytes(bytes),
+                HumanBytes(self.bytes_total),
+                HumanBytes((bytes as f64 / secs) as u64)
+            );
+            return;
+        }
         crate::note!(
             "ferry {}: {}/{} images, {} of {}, {}/s",
             self.verb,

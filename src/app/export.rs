@@ -20,7 +20,7 @@ use crate::sink::dir_layout::DirLayout;
 use crate::sink::layout::{FileTotals, Layout, prepare_out};
 use crate::sink::link::{Ladder, LinkMode};
 use crate::sink::oci_layout::OciLayout;
-use crate::source::StorageTree;
+use crate::source::Source;
 
 #[derive(Serialize)]
 struct ExportReport<'a> {
@@ -40,14 +40,19 @@ struct ExportReport<'a> {
 
 pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let filters = super::filters(&args.filters)?;
-    let tree = super::open_source(&args.source)?;
-    check_out(&args.out, &tree, args.link)?;
+    let tree = super::open_source(
+        &args.source,
+        args.subpath.as_deref(),
+        crate::source::Needs::Blobs,
+        args.cache_dir.as_deref(),
+    )?;
+    check_out(&args.out, tree.as_ref(), args.link)?;
     let out = prepare_out(&args.out, args.layout)?;
-    let inventory = super::images_to_move(&tree, &filters, args.untagged)?;
+    let inventory = super::images_to_move(tree.as_ref(), &filters, args.untagged)?;
     note!(
         "ferry export: {} images from {} to {} ({} layout, --link {}{})",
         inventory.images.len(),
-        tree.v2().display(),
+        tree.location().display(),
         out.display(),
         args.layout,
         args.link,
@@ -73,13 +78,13 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let jobs = usize::from(args.jobs);
     let (mut run, files) = match args.layout {
         Layout::Dir => {
-            let sink = DirLayout::new(out.clone(), &tree, ladder);
+            let sink = DirLayout::new(out.clone(), tree.as_ref(), ladder);
             let run = engine::run(&Copy::new(&sink), images, &order, jobs, &progress, &stop);
             (run, sink.totals())
         }
         Layout::Oci => {
             let repositories = images.iter().map(|i| i.repository.clone());
-            let sink = OciLayout::new(out.clone(), &tree, ladder, repositories);
+            let sink = OciLayout::new(out.clone(), tree.as_ref(), ladder, repositories);
             let run = engine::run(&Copy::new(&sink), images, &order, jobs, &progress, &stop);
             (run, sink.totals())
         }
@@ -99,7 +104,7 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
             path,
             &ExportReport {
                 command: "export",
-                source: tree.v2().display().to_string(),
+                source: tree.location().display().to_string(),
                 out: out.display().to_string(),
                 layout: args.layout,
                 link: args.link,
@@ -113,22 +118,8 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         )?;
     }
     note!("{}", summary(&counts, &files, elapsed));
-    Ok(super::finish_run(
-        "export",
-        &failed,
-        &args.failed_list,
-        run.stopped.as_ref(),
-    ))
-}
-
-/// The folder a storage tree lives in: the root holding `docker/registry/v2`, else the v2 folder itself.
-fn source_root(tree: &StorageTree) -> &Path {
-    let v2 = tree.v2();
-    if v2.ends_with("docker/registry/v2") {
-        v2.ancestors().nth(3).unwrap_or(v2)
-    } else {
-        v2
-    }
+    let outcome = super::finish_run("export", &failed, &args.failed_list, run.stopped.as_ref());
+    Ok(super::with_source_problems(outcome, &inventory))
 }
 
 /// `out` made absolute with every folder that exists resolved (symlinks followed), and the deepest
@@ -162,10 +153,18 @@ fn resolve_out(out: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 /// Refuses an output folder inside the source tree, and for `--link hard` one on another
-/// filesystem, before anything is created.
-fn check_out(out: &Path, tree: &StorageTree, link: LinkMode) -> anyhow::Result<()> {
+/// filesystem (or a source inside an archive), before anything is created.
+fn check_out(out: &Path, tree: &dyn Source, link: LinkMode) -> anyhow::Result<()> {
     let (resolved, existing) = resolve_out(out)?;
-    let root = source_root(tree);
+    let Some(root) = tree.folder() else {
+        if matches!(link, LinkMode::Hard | LinkMode::Reflink) {
+            bail!(
+                "--link {link}: the blobs of {} are inside a tar archive, not files of their own, so they can only be copied; use --link copy or auto",
+                tree.location().display()
+            );
+        }
+        return Ok(());
+    };
     if resolved.starts_with(root) {
         bail!(
             "refusing to export into {}: it is inside the source tree {} (ferry never writes into the source)",
@@ -174,12 +173,10 @@ fn check_out(out: &Path, tree: &StorageTree, link: LinkMode) -> anyhow::Result<(
         );
     }
     if link == LinkMode::Hard {
-        let blobs = tree.v2().join("blobs");
-        let source = if blobs.is_dir() {
-            blobs
-        } else {
-            tree.v2().to_path_buf()
-        };
+        let source = [root.join("docker/registry/v2/blobs"), root.join("blobs")]
+            .into_iter()
+            .find(|b| b.is_dir())
+            .unwrap_or_else(|| root.to_path_buf());
         let dev = |p: &Path| {
             std::fs::metadata(p)
                 .map(|m| m.dev())

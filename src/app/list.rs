@@ -24,9 +24,14 @@ struct ListReport<'a> {
 
 pub fn run(args: &ListArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let filters = super::filters(&args.filters)?;
-    let tree = super::open_source(&args.source)?;
+    let tree = super::open_source(
+        &args.source,
+        args.subpath.as_deref(),
+        crate::source::Needs::Metadata,
+        None,
+    )?;
     let inventory = Inventory::build(
-        &tree,
+        tree.as_ref(),
         &filters,
         InventoryOptions {
             untagged: args.untagged,
@@ -70,7 +75,7 @@ pub fn run(args: &ListArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
             path,
             &ListReport {
                 command: "list",
-                source: tree.v2().display().to_string(),
+                source: tree.location().display().to_string(),
                 totals,
                 images: &records,
                 unfinished_uploads: &inventory.uploads,

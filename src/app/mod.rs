@@ -1,5 +1,6 @@
 //! Subcommands: one thin file each, turning resolved flags into a run and an `Outcome`.
 
+pub mod cache;
 pub mod export;
 pub mod list;
 pub mod push;
@@ -18,7 +19,7 @@ use crate::inventory::{Inventory, InventoryOptions};
 use crate::registry::credentials::read_password_stdin;
 use crate::registry::{Client, ClientOptions, CredentialOptions, Endpoint};
 use crate::shard::{self, IndexFrom, Shard};
-use crate::source::StorageTree;
+use crate::source::{Needs, OpenOptions, Source};
 
 /// How a run ended when it could run at all (errors before it could start are exit 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Push(args) => push::run(&args, &cli.global),
         Command::Validate(args) => validate::run(&args, &cli.global),
         Command::Export(args) => export::run(&args, &cli.global),
+        Command::Cache(command) => cache::run(&command),
     }
 }
 
@@ -68,9 +70,21 @@ pub fn shard(args: &ShardArgs) -> anyhow::Result<Option<(Shard, IndexFrom)>> {
     Ok(resolved)
 }
 
-/// Opens SOURCE as a storage tree.
-pub fn open_source(path: &Path) -> anyhow::Result<StorageTree> {
-    StorageTree::open(path).with_context(|| format!("cannot use source {}", path.display()))
+/// Opens SOURCE (a storage tree folder, a tar or compressed tar of one, a folder of layouts)
+/// for a command that needs `needs` of it.
+pub fn open_source(
+    path: &Path,
+    subpath: Option<&str>,
+    needs: Needs,
+    cache_dir: Option<&Path>,
+) -> anyhow::Result<Box<dyn Source>> {
+    let options = OpenOptions {
+        subpath,
+        needs,
+        cache_dir,
+    };
+    crate::source::open(path, &options)
+        .with_context(|| format!("cannot use source {}", path.display()))
 }
 
 /// The run's stop switch, with SIGINT/SIGTERM wired to it.
@@ -126,7 +140,7 @@ pub fn mapping(args: &MappingArgs) -> Mapping {
 /// The selected images of a tree for a copy or a check (no config reads), with tree-level
 /// problems reported as warnings.
 pub fn images_to_move(
-    tree: &StorageTree,
+    tree: &dyn Source,
     filters: &Filters,
     untagged: bool,
 ) -> anyhow::Result<Inventory> {
@@ -142,6 +156,19 @@ pub fn images_to_move(
         crate::warn!("{problem}");
     }
     Ok(inventory)
+}
+
+/// Problems of the source that belong to no image (archive damage, refused members, unreadable
+/// folders) make a run's exit code 1 as well: something may be missing from what it worked on.
+pub fn with_source_problems(outcome: Outcome, inventory: &Inventory) -> Outcome {
+    if inventory.problems.is_empty() || matches!(outcome, Outcome::Stopped { .. }) {
+        return outcome;
+    }
+    crate::note!(
+        "{} source problems (named above): what they hide was not worked on",
+        inventory.problems.len()
+    );
+    Outcome::SomeFailed
 }
 
 /// The end of a run: points at the failed list, says once why the run stopped, and gives the

@@ -56,12 +56,17 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let shard = super::shard(&args.shard)?;
     // Every shard reads every selected image: the blob homes must come out alike in each of them.
     let filters = super::filters(&args.filters)?;
-    let tree = super::open_source(&args.source)?;
+    let tree = super::open_source(
+        &args.source,
+        args.subpath.as_deref(),
+        crate::source::Needs::Blobs,
+        args.cache_dir.as_deref(),
+    )?;
     let stop = super::stop_switch();
     let client = super::connect(&args.registry, usize::from(args.jobs), &stop)?;
     let harbor = harbor::detect(&client);
     let mapping = super::mapping(&args.mapping);
-    let mut inventory = super::images_to_move(&tree, &filters, args.untagged)?;
+    let mut inventory = super::images_to_move(tree.as_ref(), &filters, args.untagged)?;
     let ShardPlan {
         images,
         batches,
@@ -77,7 +82,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     note!(
         "ferry push: {} images from {} to {}{}{}",
         inventory.images.len(),
-        tree.v2().display(),
+        tree.location().display(),
         client.base(),
         if harbor { " (Harbor)" } else { "" },
         if args.dry_run { ", dry run" } else { "" }
@@ -144,7 +149,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
             path,
             &PushReport {
                 command: "push",
-                source: tree.v2().display().to_string(),
+                source: tree.location().display().to_string(),
                 destination: client.base(),
                 harbor,
                 dry_run: args.dry_run,
@@ -165,12 +170,8 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         )?;
     }
     note!("{}", summary(&counts, args.dry_run, elapsed));
-    Ok(super::finish_run(
-        "push",
-        &failed,
-        &args.failed_list,
-        run.stopped.as_ref(),
-    ))
+    let outcome = super::finish_run("push", &failed, &args.failed_list, run.stopped.as_ref());
+    Ok(super::with_source_problems(outcome, &inventory))
 }
 
 /// Where push will send `image`, for the blob homes: what `RegistrySink::target` decides from the

@@ -32,16 +32,21 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
     let shard = super::shard(&args.shard)?;
     let filters = super::filters(&args.filters)?.with_shard(shard.map(|(s, _)| s));
     let platforms = PlatformSelection::new(&args.arch, &args.os)?;
-    let tree = super::open_source(&args.source)?;
+    let tree = super::open_source(
+        &args.source,
+        args.subpath.as_deref(),
+        crate::source::Needs::Metadata,
+        None,
+    )?;
     let jobs = usize::from(args.jobs);
     let stop = super::stop_switch();
     let client = super::connect(&args.registry, jobs, &stop)?;
     let mapping = super::mapping(&args.mapping);
-    let inventory = super::images_to_move(&tree, &filters, false)?;
+    let inventory = super::images_to_move(tree.as_ref(), &filters, false)?;
     note!(
         "ferry validate: {} tags from {} against {} ({}{}{})",
         inventory.images.len(),
-        tree.v2().display(),
+        tree.location().display(),
         client.base(),
         platforms,
         if args.shallow { ", shallow" } else { "" },
@@ -114,7 +119,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
             path,
             &ValidateReport {
                 command: "validate",
-                source: tree.v2().display().to_string(),
+                source: tree.location().display().to_string(),
                 destination: client.base(),
                 platforms: platforms.to_string(),
                 shallow: args.shallow,
@@ -135,11 +140,12 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
         );
     }
     let outcome = super::finish_run("validate", &failed, &args.failed_list, run.stopped.as_ref());
-    Ok(match outcome {
+    let outcome = match outcome {
         Outcome::Stopped { .. } => outcome,
         _ if counts.passed == counts.tags => Outcome::Done,
         _ => Outcome::SomeFailed,
-    })
+    };
+    Ok(super::with_source_problems(outcome, &inventory))
 }
 
 /// The tags that did not pass: one line per reason, aligned.

@@ -754,11 +754,9 @@ impl Client {
     ) -> Result<Response<Body>, RegistryError> {
         let separator = if location.contains('?') { '&' } else { '?' };
         let url = format!("{location}{separator}digest={digest}");
+        let name = blob.name();
         let file = blob.open().map_err(|e| {
-            RegistryError::Local(format!(
-                "cannot open blob file {}: {e}",
-                blob.path.display()
-            ))
+            RegistryError::Local(format!("cannot open blob file {}: {e}", name.display()))
         })?;
         let mismatch = Arc::new(Mutex::new(None));
         let mut reader = VerifyingReader {
@@ -768,7 +766,7 @@ impl Client {
             expected_len: blob.len,
             seen: 0,
             mismatch: mismatch.clone(),
-            path: &blob.path,
+            path: &name,
             on_bytes,
             stop: &self.stop,
         };

@@ -177,7 +177,7 @@ impl Sink for DirLayout<'_> {
         progress: &Progress,
     ) -> Result<BlobAction, SinkError> {
         let want = Wanted {
-            file: &file.path,
+            file,
             digest: blob.digest,
             size: blob.size,
         };
@@ -193,7 +193,7 @@ impl Sink for DirLayout<'_> {
         let file = manifest_file(self.source, manifest)?;
         let dest = self.manifest_path(folder, manifest.digest());
         let want = Wanted {
-            file: &file.path,
+            file: &file,
             digest: manifest.digest(),
             size: manifest.len(),
         };

@@ -186,7 +186,7 @@ fn marked_by(cache: &mut HashMap<PathBuf, bool>, dir: &Path, name: &str, content
 
 /// One file an image needs in a layout: a manifest or a config/layer blob, and its source file.
 pub struct ImageFile {
-    pub source: PathBuf,
+    pub source: BlobFile,
     pub digest: Digest,
     pub size: u64,
     pub is_manifest: bool,
@@ -210,7 +210,7 @@ pub fn image_files(source: &dyn Source, image: &Image) -> Result<Vec<ImageFile>,
             .blob(&m.digest())
             .map_err(|p| SinkError::invalid(format!("manifest {}: {p}", m.digest())))?;
         files.push(ImageFile {
-            source: file.path,
+            source: file,
             digest: m.digest(),
             size: m.len(),
             is_manifest: true,
@@ -224,7 +224,7 @@ pub fn image_files(source: &dyn Source, image: &Image) -> Result<Vec<ImageFile>,
             )));
         };
         files.push(ImageFile {
-            source: file.path.clone(),
+            source: file.clone(),
             digest: b.digest,
             size: b.size,
             is_manifest: false,

@@ -10,6 +10,7 @@ use crate::digest::{Digest, Hasher};
 use crate::engine::Fatal;
 use crate::engine::once::OnceMap;
 use crate::sink::{BlobAction, SinkError};
+use crate::source::BlobFile;
 
 /// Every temporary file ferry creates in a layout starts with this (stale ones are removed on the next run).
 pub const TEMP_PREFIX: &str = ".ferry-tmp-";
@@ -44,7 +45,7 @@ impl std::fmt::Display for LinkMode {
 /// A blob's source file and what its bytes must be.
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted<'a> {
-    pub file: &'a Path,
+    pub file: &'a BlobFile,
     pub digest: Digest,
     pub size: u64,
 }
@@ -137,8 +138,8 @@ pub struct Ladder {
     mode: LinkMode,
     /// Hash sources before linking them (a hard link or reflink passes corruption on).
     verify: bool,
-    /// Source files hashed this run: a base layer shared by a thousand images is read once.
-    verified: OnceMap<PathBuf, ()>,
+    /// Source files (or archive ranges) hashed this run: a base layer shared by a thousand images is read once.
+    verified: OnceMap<(PathBuf, u64), ()>,
 }
 
 impl Ladder {
@@ -152,9 +153,8 @@ impl Ladder {
 
     /// Hashes a source file once per run.
     fn verify_source(&self, want: Wanted) -> Result<(), LinkError> {
-        self.verified
-            .run(&want.file.to_path_buf(), || check_file(want.file, want))
-            .map(|_| ())
+        let key = (want.file.path.clone(), want.file.offset());
+        self.verified.run(&key, || check_file(want)).map(|_| ())
     }
 
     /// Whether `dest` already holds the blob as this mode would leave it: the source's own inode
@@ -173,11 +173,13 @@ impl Ladder {
         if !meta.is_file() || meta.len() != want.size {
             return Ok(false);
         }
-        let src = fs::symlink_metadata(want.file).map_err(|error| LinkError::Read {
-            path: want.file.to_path_buf(),
-            error,
-        })?;
-        let same_inode = (meta.dev(), meta.ino()) == (src.dev(), src.ino());
+        let same_inode = want.file.is_own_file() && {
+            let src = fs::symlink_metadata(&want.file.path).map_err(|error| LinkError::Read {
+                path: want.file.path.clone(),
+                error,
+            })?;
+            (meta.dev(), meta.ino()) == (src.dev(), src.ino())
+        };
         match (self.mode, same_inode) {
             (LinkMode::Auto | LinkMode::Hard, true) => {
                 if self.verify {
@@ -206,11 +208,39 @@ impl Ladder {
             return Ok(BlobAction::Present);
         }
         check_size(want)?;
-        if self.verify && self.mode != LinkMode::Copy {
+        if self.verify && self.mode != LinkMode::Copy && want.file.is_own_file() {
             self.verify_source(want)?;
         }
+        if !want.file.is_own_file() {
+            // A member of an archive is a byte range, not a file: it can only be copied.
+            let reason = format!(
+                "{} is inside an archive, not a file of its own (use --link copy or auto)",
+                want.file.name().display()
+            );
+            match self.mode {
+                LinkMode::Hard => {
+                    return Err(LinkError::NoHardLink {
+                        src: want.file.name(),
+                        dest: dest.to_path_buf(),
+                        reason,
+                        global: true,
+                    });
+                }
+                LinkMode::Reflink => {
+                    return Err(LinkError::NoReflink {
+                        src: want.file.name(),
+                        dest: dest.to_path_buf(),
+                        reason,
+                    });
+                }
+                LinkMode::Auto | LinkMode::Copy => {
+                    copy(want, dest, progress)?;
+                    return Ok(BlobAction::Copied);
+                }
+            }
+        }
         if matches!(self.mode, LinkMode::Auto | LinkMode::Hard) {
-            match hard_link(want.file, dest) {
+            match hard_link(&want.file.path, dest) {
                 Ok(()) => {
                     progress(want.size);
                     return Ok(BlobAction::Linked);
@@ -218,17 +248,17 @@ impl Ladder {
                 Err(e) if self.mode == LinkMode::Auto && link_impossible(&e) => {}
                 Err(e) if link_impossible(&e) => {
                     return Err(LinkError::NoHardLink {
-                        src: want.file.to_path_buf(),
+                        src: want.file.path.clone(),
                         dest: dest.to_path_buf(),
                         reason: explain(&e),
                         global: e.raw_os_error() != Some(nix::libc::EMLINK),
                     });
                 }
-                Err(error) => return Err(classify(error, want.file, dest)),
+                Err(error) => return Err(classify(error, &want.file.path, dest)),
             }
         }
         if matches!(self.mode, LinkMode::Auto | LinkMode::Reflink) {
-            match reflink(want.file, dest) {
+            match reflink(&want.file.path, dest) {
                 Ok(()) => {
                     progress(want.size);
                     return Ok(BlobAction::Reflinked);
@@ -236,12 +266,12 @@ impl Ladder {
                 Err(e) if self.mode == LinkMode::Auto && reflink_impossible(&e) => {}
                 Err(e) if reflink_impossible(&e) => {
                     return Err(LinkError::NoReflink {
-                        src: want.file.to_path_buf(),
+                        src: want.file.path.clone(),
                         dest: dest.to_path_buf(),
                         reason: explain(&e),
                     });
                 }
-                Err(error) => return Err(classify(error, want.file, dest)),
+                Err(error) => return Err(classify(error, &want.file.path, dest)),
             }
         }
         copy(want, dest, progress)?;
@@ -308,13 +338,18 @@ fn parent(path: &Path) -> &Path {
     path.parent().unwrap_or(Path::new("."))
 }
 
-/// Fails when `path` does not hash to the wanted blob.
-fn check_file(path: &Path, want: Wanted) -> Result<(), LinkError> {
-    let (found, len) = hash_file(path)?;
+/// Fails when the source does not hash to the wanted blob.
+fn check_file(want: Wanted) -> Result<(), LinkError> {
+    let read_err = |error| LinkError::Read {
+        path: want.file.name(),
+        error,
+    };
+    let reader = want.file.open().map_err(read_err)?;
+    let (found, len) = Digest::of_reader(reader).map_err(read_err)?;
     if found != want.digest || len != want.size {
         return Err(LinkError::Corrupt {
             digest: want.digest,
-            path: path.to_path_buf(),
+            path: want.file.name(),
             found,
             len,
             expected_len: want.size,
@@ -325,24 +360,27 @@ fn check_file(path: &Path, want: Wanted) -> Result<(), LinkError> {
 
 /// A source whose size is wrong is refused before anything is linked (a cheap check hashes cannot skip).
 fn check_size(want: Wanted) -> Result<(), LinkError> {
-    let meta = fs::symlink_metadata(want.file).map_err(|error| LinkError::Read {
-        path: want.file.to_path_buf(),
-        error,
-    })?;
-    if !meta.is_file() {
+    let len = if want.file.is_own_file() {
+        let meta = fs::symlink_metadata(&want.file.path).map_err(|error| LinkError::Read {
+            path: want.file.path.clone(),
+            error,
+        })?;
+        if !meta.is_file() {
+            return Err(LinkError::Read {
+                path: want.file.path.clone(),
+                error: io::Error::other("not a regular file"),
+            });
+        }
+        meta.len()
+    } else {
+        want.file.len
+    };
+    if len != want.size {
         return Err(LinkError::Read {
-            path: want.file.to_path_buf(),
-            error: io::Error::other("not a regular file"),
-        });
-    }
-    if meta.len() != want.size {
-        return Err(LinkError::Read {
-            path: want.file.to_path_buf(),
+            path: want.file.name(),
             error: io::Error::other(format!(
                 "it has {} bytes where the manifest says {} for {}",
-                meta.len(),
-                want.size,
-                want.digest
+                len, want.size, want.digest
             )),
         });
     }
@@ -382,14 +420,14 @@ fn reflink(src: &Path, dest: &Path) -> io::Result<()> {
 /// Streams `src` into a temporary file, hashing on the way; checks digest and size, fsyncs, renames.
 fn copy(want: Wanted, dest: &Path, progress: &dyn Fn(u64)) -> Result<(), LinkError> {
     let read_err = |error| LinkError::Read {
-        path: want.file.to_path_buf(),
+        path: want.file.name(),
         error,
     };
     let write_err = |error| LinkError::Write {
         path: dest.to_path_buf(),
         error,
     };
-    let mut source = open_nofollow(want.file).map_err(read_err)?;
+    let mut source = want.file.open().map_err(read_err)?;
     let mut tmp = temp_file(parent(dest)).map_err(write_err)?;
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; COPY_BUFFER];
@@ -408,7 +446,7 @@ fn copy(want: Wanted, dest: &Path, progress: &dyn Fn(u64)) -> Result<(), LinkErr
     if found != want.digest || len != want.size {
         return Err(LinkError::Corrupt {
             digest: want.digest,
-            path: want.file.to_path_buf(),
+            path: want.file.name(),
             found,
             len,
             expected_len: want.size,
@@ -494,8 +532,9 @@ mod tests {
         let (src, digest) = blob(d.path(), "src", b"layer bytes");
         let dest = d.path().join("out");
         let ladder = Ladder::new(LinkMode::Auto, false);
+        let file = BlobFile::own(src.clone(), fs::metadata(&src).unwrap().len());
         let want = Wanted {
-            file: &src,
+            file: &file,
             digest,
             size: 11,
         };
@@ -521,8 +560,9 @@ mod tests {
         let digest = Digest::of(b"original bits");
         let dest = d.path().join("out");
         let ladder = Ladder::new(LinkMode::Copy, false);
+        let file = BlobFile::own(src.clone(), fs::metadata(&src).unwrap().len());
         let want = Wanted {
-            file: &src,
+            file: &file,
             digest,
             size: 12,
         };
@@ -540,8 +580,9 @@ mod tests {
         let dest = d.path().join("out");
         fs::write(&dest, b"bad!").unwrap();
         let ladder = Ladder::new(LinkMode::Copy, false);
+        let file = BlobFile::own(src.clone(), fs::metadata(&src).unwrap().len());
         let want = Wanted {
-            file: &src,
+            file: &file,
             digest,
             size: 4,
         };
@@ -566,8 +607,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (src, _) = blob(d.path(), "src", b"rotten");
         let ladder = Ladder::new(LinkMode::Auto, true);
+        let file = BlobFile::own(src.clone(), fs::metadata(&src).unwrap().len());
         let want = Wanted {
-            file: &src,
+            file: &file,
             digest: Digest::of(b"fresh!"),
             size: 6,
         };
@@ -588,8 +630,9 @@ mod tests {
         let dest = d.path().join("out");
         std::os::unix::fs::symlink(&victim, &dest).unwrap();
         let ladder = Ladder::new(LinkMode::Copy, false);
+        let file = BlobFile::own(src.clone(), fs::metadata(&src).unwrap().len());
         let want = Wanted {
-            file: &src,
+            file: &file,
             digest,
             size: 4,
         };
@@ -604,8 +647,9 @@ mod tests {
         let (src, digest) = blob(d.path(), "src", b"data");
         let dest = d.path().join("out");
         let ladder = Ladder::new(LinkMode::Reflink, false);
+        let file = BlobFile::own(src.clone(), fs::metadata(&src).unwrap().len());
         let want = Wanted {
-            file: &src,
+            file: &file,
             digest,
             size: 4,
         };

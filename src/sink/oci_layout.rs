@@ -261,7 +261,7 @@ impl Sink for OciLayout<'_> {
         progress: &Progress,
     ) -> Result<BlobAction, SinkError> {
         let want = Wanted {
-            file: &file.path,
+            file,
             digest: blob.digest,
             size: blob.size,
         };
@@ -277,7 +277,7 @@ impl Sink for OciLayout<'_> {
         let file = manifest_file(self.source, manifest)?;
         let dest = self.blob_path(target, manifest.digest());
         let want = Wanted {
-            file: &file.path,
+            file: &file,
             digest: manifest.digest(),
             size: manifest.len(),
         };

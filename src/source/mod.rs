@@ -1,14 +1,27 @@
-//! Sources of images: what the copy engine reads from (a storage tree today).
+//! Sources of images: what the copy engine reads from (a storage tree as a folder or an archive, or a folder of layouts).
 
+pub mod archive_tree;
 pub mod beneath;
+pub mod cache;
+pub mod extract;
+pub mod layouts;
+pub mod members;
+pub mod open;
 pub mod storage_tree;
+pub mod tar_index;
+pub mod tar_stream;
 
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::digest::Digest;
 use crate::manifest::RawManifest;
 use crate::problem::Problem;
 
+pub use open::{Needs, OpenOptions, open};
 pub use storage_tree::StorageTree;
 
 /// A source that cannot be used at all (exit code 2).
@@ -17,18 +30,39 @@ pub enum SourceError {
     #[error("{path} does not exist")]
     NotFound { path: PathBuf },
     #[error(
-        "{path} is not a registry storage tree: expected a folder holding docker/registry/v2/ (with blobs/ and repositories/), or that docker/ or docker/registry/v2/ folder itself"
+        "{path} is not a registry storage tree: expected a folder holding docker/registry/v2/ (with blobs/ and repositories/), or that docker/ or docker/registry/v2/ folder itself, a tar, tar.gz, tar.zst or tar.xz of one, or a folder of skopeo dir: or OCI layouts"
     )]
     NotATree { path: PathBuf },
+    #[error("{path} holds no registry storage tree: {detail}")]
+    NotATreeArchive { path: PathBuf, detail: String },
     #[error(
-        "{path} is a {kind} archive: ferry reads storage trees from folders; extract it first (tar -xf {path} -C DIR) and pass DIR"
+        "{path} is a {kind} archive, which ferry cannot read; recompress it as tar, tar.gz, tar.zst or tar.xz, or extract it (tar -xf {path} -C DIR) and pass DIR"
     )]
     Archive { path: PathBuf, kind: &'static str },
+    #[error("{path} holds more than one storage tree ({}); choose one with --subpath", roots.iter().map(|r| show_root(r)).collect::<Vec<_>>().join(", "))]
+    SeveralTrees { path: PathBuf, roots: Vec<String> },
+    #[error("{path} has no storage tree at --subpath {subpath} (found: {})", if roots.is_empty() { "none".to_string() } else { roots.iter().map(|r| show_root(r)).collect::<Vec<_>>().join(", ") })]
+    NotAtSubpath {
+        path: PathBuf,
+        subpath: String,
+        roots: Vec<String>,
+    },
+    #[error("cache folder {dir}: {error}")]
+    Cache { dir: PathBuf, error: String },
     #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
         error: std::io::Error,
     },
+}
+
+/// A tree root inside an archive as a person would type it for --subpath.
+fn show_root(root: &str) -> String {
+    if root.is_empty() {
+        "the archive's top (.)".to_string()
+    } else {
+        root.to_string()
+    }
 }
 
 /// What a scan of a source found.
@@ -67,19 +101,83 @@ pub struct Upload {
     pub path: PathBuf,
 }
 
-/// A blob held as a local file (so sinks can hard-link it).
+/// Where a blob's bytes are on disk: a file of its own (which sinks may hard-link), or a byte
+/// range of a plain tar archive (which can only be read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobFile {
+    /// The blob's own file, or the archive holding it.
     pub path: PathBuf,
     pub len: u64,
+    pub place: BlobPlace,
+}
+
+/// How a blob sits in [`BlobFile::path`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobPlace {
+    /// The whole file is the blob.
+    OwnFile,
+    /// The blob is member `member` of the tar archive at `path`, its bytes starting at `offset`.
+    InTar { offset: u64, member: Arc<str> },
+    /// Inside a compressed archive opened for metadata only: size known, bytes not readable.
+    Unread { member: Arc<str> },
 }
 
 impl BlobFile {
-    /// A reader of exactly the blob's bytes (at most `len`).
-    pub fn open(&self) -> std::io::Result<std::io::Take<std::fs::File>> {
-        use std::io::Read;
-        Ok(std::fs::File::open(&self.path)?.take(self.len))
+    /// A blob that is a file of its own.
+    pub fn own(path: PathBuf, len: u64) -> BlobFile {
+        BlobFile {
+            path,
+            len,
+            place: BlobPlace::OwnFile,
+        }
     }
+
+    /// Whether the blob is a whole file of its own (only those can be hard-linked or reflinked).
+    pub fn is_own_file(&self) -> bool {
+        self.place == BlobPlace::OwnFile
+    }
+
+    /// Where the blob's bytes start in [`BlobFile::path`].
+    pub fn offset(&self) -> u64 {
+        match self.place {
+            BlobPlace::InTar { offset, .. } => offset,
+            _ => 0,
+        }
+    }
+
+    /// The blob's name in messages: its file, or `ARCHIVE!/member`.
+    pub fn name(&self) -> PathBuf {
+        match &self.place {
+            BlobPlace::OwnFile => self.path.clone(),
+            BlobPlace::InTar { member, .. } | BlobPlace::Unread { member } => {
+                member_path(&self.path, member)
+            }
+        }
+    }
+
+    /// A reader of exactly the blob's bytes (never following a final symbolic link).
+    pub fn open(&self) -> io::Result<io::Take<File>> {
+        if let BlobPlace::Unread { member } = &self.place {
+            return Err(io::Error::other(format!(
+                "{} was opened for metadata only; its bytes were not extracted",
+                member_path(&self.path, member).display()
+            )));
+        }
+        let mut file = File::options()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&self.path)?;
+        let offset = self.offset();
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))?;
+        }
+        Ok(file.take(self.len))
+    }
+}
+
+/// How a member of an archive is named in messages: `ARCHIVE!/member`.
+pub fn member_path(archive: &Path, member: &str) -> PathBuf {
+    PathBuf::from(format!("{}!/{member}", archive.display()))
 }
 
 /// What to read when scanning a source.
@@ -92,6 +190,11 @@ pub struct ScanOptions {
 pub trait Source: Sync {
     /// Where the images come from, for messages.
     fn location(&self) -> &Path;
+    /// The folder holding the files this source reads (writers must stay out of it, hard links
+    /// come from it); `None` when they are inside an archive.
+    fn folder(&self) -> Option<&Path> {
+        None
+    }
     /// Repositories for which `wanted` says yes, sorted by name.
     fn repositories(
         &self,

@@ -1,6 +1,6 @@
 //! Reads a Distribution storage tree (`docker/registry/v2`): repositories, tags, revisions, blobs.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
@@ -23,7 +23,10 @@ const MAX_NESTING: usize = 128;
 #[derive(Debug, Clone)]
 pub struct StorageTree {
     v2: PathBuf,
+    /// Where every read happens, beneath `v2`.
     root: Beneath,
+    /// The folder the tree lives in: the root holding `docker/registry/v2`, else `v2` itself.
+    folder: PathBuf,
 }
 
 impl StorageTree {
@@ -38,38 +41,41 @@ impl StorageTree {
                 error,
             },
         })?;
-        if meta.is_file() {
-            return Err(match archive_kind(path) {
-                Some(kind) => SourceError::Archive {
-                    path: path.to_path_buf(),
-                    kind,
-                },
-                None => SourceError::NotATree {
-                    path: path.to_path_buf(),
-                },
+        if !meta.is_dir() {
+            return Err(SourceError::NotATree {
+                path: path.to_path_buf(),
             });
         }
-        let candidates = [
-            path.join("docker/registry/v2"),
-            path.join("registry/v2"),
-            path.to_path_buf(),
-        ];
-        for v2 in candidates {
-            if v2.join("repositories").is_dir() || v2.join("blobs").is_dir() {
-                let v2 = fs::canonicalize(&v2).map_err(|error| SourceError::Io {
-                    path: v2.clone(),
-                    error,
-                })?;
-                let root = Beneath::open(&v2).map_err(|error| SourceError::Io {
-                    path: v2.clone(),
-                    error,
-                })?;
-                return Ok(StorageTree { v2, root });
-            }
+        if let Some(v2) = Self::find_v2(path) {
+            let v2 = fs::canonicalize(&v2).map_err(|error| SourceError::Io {
+                path: v2.clone(),
+                error,
+            })?;
+            let root = Beneath::open(&v2).map_err(|error| SourceError::Io {
+                path: v2.clone(),
+                error,
+            })?;
+            let folder = if v2.ends_with("docker/registry/v2") {
+                v2.ancestors().nth(3).unwrap_or(&v2).to_path_buf()
+            } else {
+                v2.clone()
+            };
+            return Ok(StorageTree { v2, root, folder });
         }
         Err(SourceError::NotATree {
             path: path.to_path_buf(),
         })
+    }
+
+    /// The tree's `v2` folder when `path` is the root, its `docker/` or its `docker/registry/v2/` folder.
+    pub fn find_v2(path: &Path) -> Option<PathBuf> {
+        [
+            path.join("docker/registry/v2"),
+            path.join("registry/v2"),
+            path.to_path_buf(),
+        ]
+        .into_iter()
+        .find(|v2| v2.join("repositories").is_dir() || v2.join("blobs").is_dir())
     }
 
     /// The `docker/registry/v2` folder.
@@ -320,6 +326,10 @@ impl Source for StorageTree {
         &self.v2
     }
 
+    fn folder(&self) -> Option<&Path> {
+        Some(&self.folder)
+    }
+
     fn repositories(
         &self,
         options: ScanOptions,
@@ -368,7 +378,7 @@ impl Source for StorageTree {
         let rel = blob_rel(digest);
         let path = self.v2.join(&rel);
         match self.root.file_len(&rel) {
-            Ok(len) => Ok(BlobFile { len, path }),
+            Ok(len) => Ok(BlobFile::own(path, len)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Problem::MissingBlob {
                 role: "".to_string(),
                 digest: *digest,
@@ -391,29 +401,5 @@ impl Source for StorageTree {
             });
         }
         Ok(bytes)
-    }
-}
-
-/// Recognises tar, gzip and zstd archives by their first bytes.
-fn archive_kind(path: &Path) -> Option<&'static str> {
-    let mut head = [0u8; 512];
-    let mut file = File::open(path).ok()?;
-    let mut n = 0;
-    while n < head.len() {
-        match file.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(_) => return None,
-        }
-    }
-    let head = &head[..n];
-    if head.starts_with(&[0x1f, 0x8b]) {
-        Some("gzip")
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Some("zstd")
-    } else if head.len() >= 262 && &head[257..262] == b"ustar" {
-        Some("tar")
-    } else {
-        None
     }
 }

@@ -387,11 +387,24 @@ fn a_path_that_is_not_a_storage_tree_exits_2_saying_what_was_expected() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 
+    // A gzip stream (told by content) that holds no tar: the damage is named.
     let gz = dir.path().join("registry.bin");
     fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).unwrap();
     let out = ferry().arg("list").arg(&gz).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("gzip archive"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("holds no registry storage tree"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("cannot be read"), "{stderr}");
+
+    // Archives ferry cannot read are named as such.
+    let bz = dir.path().join("registry.tar");
+    fs::write(&bz, b"BZh91AY&SY").unwrap();
+    let out = ferry().arg("list").arg(&bz).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bzip2 archive"));
 }
 
 #[test]

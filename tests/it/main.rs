@@ -4,8 +4,10 @@ mod util;
 
 mod deploy;
 mod export;
+mod layouts;
 mod list;
 mod push;
 mod shard;
 mod stops;
+mod tarball;
 mod validate;
