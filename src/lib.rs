@@ -18,3 +18,4 @@ pub mod secret;
 pub mod sink;
 pub mod source;
 pub mod validate;
+pub mod verify;

@@ -4,6 +4,7 @@ pub mod export;
 pub mod list;
 pub mod push;
 pub mod validate;
+pub mod verify;
 
 use std::path::Path;
 
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Push(args) => push::run(&args, &cli.global),
         Command::Validate(args) => validate::run(&args, &cli.global),
         Command::Export(args) => export::run(&args, &cli.global),
+        Command::Verify(args) => verify::run(&args, &cli.global),
     }
 }
 

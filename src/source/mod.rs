@@ -1,6 +1,8 @@
 //! Sources of images: what the copy engine reads from (a storage tree today).
 
+pub mod open;
 pub mod storage_tree;
+pub mod survey;
 
 use std::path::{Path, PathBuf};
 

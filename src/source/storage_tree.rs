@@ -2,12 +2,12 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use walkdir::WalkDir;
 
+use super::open::{is_symlink_error, open_no_symlinks, symlink_on_the_way};
 use super::{BlobFile, RepositoryEntry, Scan, ScanOptions, Source, SourceError, TagEntry, Upload};
 use crate::digest::Digest;
 use crate::manifest::RawManifest;
@@ -279,8 +279,9 @@ impl Source for StorageTree {
 
     fn blob(&self, digest: &Digest) -> Result<BlobFile, Problem> {
         let path = self.blob_path(digest);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => Err(Problem::Symlink { path }),
+        // Opened rather than stat'ed, so that a link anywhere on the way is refused too.
+        let meta = open_no_symlinks(&path).and_then(|f| f.metadata());
+        match meta {
             Ok(m) if m.is_file() => Ok(BlobFile { len: m.len(), path }),
             Ok(_) => Err(Problem::Io {
                 path,
@@ -290,6 +291,9 @@ impl Source for StorageTree {
                 role: "".to_string(),
                 digest: *digest,
                 path,
+            }),
+            Err(e) if is_symlink_error(&e) => Err(Problem::Symlink {
+                path: symlink_on_the_way(&path, &self.v2),
             }),
             Err(e) => Err(Problem::io(path, &e)),
         }
@@ -323,20 +327,16 @@ fn read_link(path: &Path) -> Result<Digest, Problem> {
 /// Opens without following a final symlink and reads at most `max` bytes (+1 to notice more).
 /// A missing file comes back as `Problem::MissingLink`, which callers rename.
 fn read_capped(path: &Path, max: u64) -> Result<Vec<u8>, Problem> {
-    let file = File::options()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path);
-    let file = match file {
+    let file = match open_no_symlinks(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Err(Problem::MissingLink {
                 path: path.to_path_buf(),
             });
         }
-        Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => {
+        Err(e) if is_symlink_error(&e) => {
             return Err(Problem::Symlink {
-                path: path.to_path_buf(),
+                path: symlink_on_the_way(path, Path::new("/")),
             });
         }
         Err(e) => return Err(Problem::io(path, &e)),

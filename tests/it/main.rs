@@ -6,3 +6,4 @@ mod export;
 mod list;
 mod push;
 mod validate;
+mod verify;
