@@ -196,7 +196,8 @@ impl Progress {
         let bytes = self.bytes_done();
         let tenth = (bytes.saturating_mul(10) / self.bytes_total.max(1)).min(10);
         let before = printed.fetch_max(tenth, Ordering::Relaxed);
-        if tenth <= before {
+        // Runs shorter than a second need no progress lines.
+        if tenth <= before || self.started.elapsed() < Duration::from_secs(1) {
             return;
         }
         let secs = self.started.elapsed().as_secs_f64().max(0.001);

@@ -71,12 +71,13 @@ pub struct Hashed {
 /// Hashes every file once, `jobs` at a time, largest first (so the longest file starts first
 /// and the threads finish together); `top` is the tree's folder, for naming symbolic links.
 pub fn hash_all(
-    mut files: Vec<(Digest, BlobFile)>,
+    files: &[(Digest, BlobFile)],
     top: &Path,
     jobs: usize,
     strategy: ReadStrategy,
     progress: &Progress,
 ) -> HashMap<Digest, Result<Hashed, Problem>> {
+    let mut files: Vec<&(Digest, BlobFile)> = files.iter().collect();
     files.sort_by(|a, b| b.1.len.cmp(&a.1.len).then(a.0.cmp(&b.0)));
     let next = AtomicUsize::new(0);
     let results = Mutex::new(HashMap::with_capacity(files.len()));
@@ -87,7 +88,7 @@ pub fn hash_all(
         };
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some((digest, file)) = files.get(i) else {
+            let Some((digest, file)) = files.get(i).copied() else {
                 return;
             };
             let outcome = hash_file(&file.path, strategy, &mut buffer, &|n| {

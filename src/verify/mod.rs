@@ -3,11 +3,12 @@
 
 pub mod findings;
 pub mod hash;
+pub mod ledger;
 pub mod memo;
 pub mod record;
+pub mod verdict;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -15,7 +16,6 @@ use serde::Serialize;
 use crate::digest::Digest;
 use crate::filter::{Filters, ImageRef};
 use crate::inventory::{Image, Inventory, InventoryOptions};
-use crate::manifest::{Descriptor, ManifestKind};
 use crate::problem::Problem;
 use crate::progress::Progress;
 use crate::source::survey::Survey;
@@ -23,7 +23,7 @@ use crate::source::{BlobFile, Source, SourceError, Upload};
 pub use findings::{Finding, FindingKind};
 pub use hash::ReadStrategy;
 use hash::{Hashed, hash_all};
-use memo::{ManifestRead, Memo};
+use memo::Memo;
 pub use record::{BlobIssue, BlobSummary, ImageVerdict, ProblemRecord, Status};
 
 /// What a verification reads.
@@ -63,6 +63,9 @@ impl Verification {
     }
 }
 
+/// Each hashed blob's digest and length, or why it could not be read.
+pub type Hashes = HashMap<Digest, Result<Hashed, Problem>>;
+
 /// A verification resolved and ready to hash: what it will read is known.
 pub struct Plan<'a> {
     memo: Memo<'a>,
@@ -76,7 +79,7 @@ pub struct Plan<'a> {
     /// Every digest a readable manifest of the tree references (with a survey).
     referenced: Option<HashSet<Digest>>,
     to_hash: Vec<(Digest, BlobFile)>,
-    wanted: Box<dyn Fn(&str) -> bool + 'a>,
+    filters: &'a Filters,
 }
 
 impl<'a> Plan<'a> {
@@ -126,7 +129,7 @@ impl<'a> Plan<'a> {
             && let Some(survey) = survey
         {
             for (digest, file) in &survey.blobs {
-                let hashed_as_manifest = memo.get(digest).is_some_and(|r| was_hashed(&r));
+                let hashed_as_manifest = memo.get(digest).is_some_and(|r| ledger::was_hashed(&r));
                 if !hashed_as_manifest && seen.insert(*digest) {
                     to_hash.push((*digest, file.clone()));
                 }
@@ -142,7 +145,7 @@ impl<'a> Plan<'a> {
             scan_problems: inventory.problems,
             referenced,
             to_hash,
-            wanted: Box::new(move |repo| filters.wants_repository(repo)),
+            filters,
         })
     }
 
@@ -163,7 +166,7 @@ impl<'a> Plan<'a> {
     pub fn run(self, progress: &Progress) -> Verification {
         let top = self.memo.location().to_path_buf();
         let hashed = hash_all(
-            self.to_hash.clone(),
+            &self.to_hash,
             &top,
             self.options.jobs,
             self.options.read,
@@ -172,16 +175,16 @@ impl<'a> Plan<'a> {
         let images = self
             .images
             .iter()
-            .map(|image| self.verdict(image, &hashed))
+            .map(|image| verdict::verdict(image, &self.memo, &hashed))
             .collect();
-        let blobs = self.blob_summary(&hashed);
+        let blobs = ledger::blob_summary(&self, &hashed);
         let findings = findings::collect(&findings::Sources {
             survey: self.survey,
             referenced: self.referenced.as_ref(),
             untagged: &self.untagged_aside,
             uploads: &self.uploads,
             scan_problems: &self.scan_problems,
-            wanted: &*self.wanted,
+            wanted: &|repo| self.filters.wants_repository(repo),
         });
         Verification {
             images,
@@ -189,243 +192,6 @@ impl<'a> Plan<'a> {
             findings,
         }
     }
-
-    fn verdict(
-        &self,
-        image: &Image,
-        hashed: &HashMap<Digest, Result<Hashed, Problem>>,
-    ) -> ImageVerdict {
-        let mut problems = image.problems.clone();
-        problems.extend(self.child_sizes(image));
-        for blob in &image.blobs {
-            match hashed.get(&blob.digest) {
-                Some(Ok(h)) if h.digest != blob.digest => problems.push(
-                    Problem::CorruptBlob {
-                        digest: blob.digest,
-                        path: blob
-                            .file
-                            .as_ref()
-                            .map(|f| f.path.clone())
-                            .unwrap_or_default(),
-                        found: h.digest,
-                        len: h.len,
-                    }
-                    .within(&blob.role),
-                ),
-                Some(Err(Problem::MissingBlob { digest, path, .. })) => {
-                    problems.push(Problem::MissingBlob {
-                        role: blob.role.clone(),
-                        digest: *digest,
-                        path: path.clone(),
-                    })
-                }
-                Some(Err(p)) => problems.push(p.clone().within(&blob.role)),
-                Some(Ok(_)) | None => {}
-            }
-        }
-        ImageVerdict {
-            repository: image.repository.clone(),
-            tag: image.tag.clone(),
-            digest: image.digest,
-            status: if problems.is_empty() {
-                Status::Ok
-            } else {
-                Status::Broken
-            },
-            problems: problems.iter().map(ProblemRecord::from).collect(),
-            notes: notes(image),
-        }
-    }
-
-    /// Index children whose stored size differs from what their index says (a truncated child
-    /// reads as corrupt too; this names the size the index expected).
-    fn child_sizes(&self, image: &Image) -> Vec<Problem> {
-        let mut out = Vec::new();
-        for index in &image.manifests {
-            for child in index.manifests() {
-                let found = match self.memo.get(&child.digest) {
-                    Some(Ok(m)) => m.len(),
-                    Some(Err(Problem::CorruptManifest { len, .. })) => len,
-                    _ => continue,
-                };
-                if found != child.size {
-                    let path = self
-                        .memo
-                        .blob(&child.digest)
-                        .map(|f| f.path)
-                        .unwrap_or_default();
-                    out.push(Problem::BlobSize {
-                        role: child_label(child),
-                        digest: child.digest,
-                        path,
-                        expected: child.size,
-                        found,
-                    });
-                }
-            }
-        }
-        out
-    }
-
-    /// The blobs the selected images need (and with `--all-blobs` every stored one), as hashed.
-    fn blob_summary(&self, hashed: &HashMap<Digest, Result<Hashed, Problem>>) -> BlobSummary {
-        let mut s = BlobSummary::default();
-        let issue = |digest: Digest, path: PathBuf| BlobIssue {
-            digest,
-            path,
-            actual_digest: None,
-            bytes: None,
-            error: None,
-        };
-        let mut manifests: HashSet<Digest> = HashSet::new();
-        for image in &self.images {
-            manifests.extend(image.digest);
-            for m in &image.manifests {
-                manifests.extend(m.manifests().iter().map(|c| c.digest));
-            }
-        }
-        if self.options.all_blobs
-            && let Some(survey) = self.survey
-        {
-            manifests.extend(
-                survey
-                    .blobs
-                    .keys()
-                    .filter(|d| self.memo.get(d).is_some_and(|r| was_hashed(&r))),
-            );
-        }
-        for digest in manifests {
-            let Some(read) = self.memo.get(&digest) else {
-                continue;
-            };
-            match read.as_ref().map_err(innermost) {
-                Ok(m) => (s.checked, s.bytes) = (s.checked + 1, s.bytes + m.len()),
-                Err(Problem::CorruptManifest {
-                    path, found, len, ..
-                }) => {
-                    (s.checked, s.bytes) = (s.checked + 1, s.bytes + len);
-                    s.corrupt.push(BlobIssue {
-                        actual_digest: Some(*found),
-                        bytes: Some(*len),
-                        ..issue(digest, path.clone())
-                    });
-                }
-                Err(Problem::BadManifest { .. }) => {
-                    let len = self.memo.blob(&digest).map(|f| f.len).unwrap_or(0);
-                    (s.checked, s.bytes) = (s.checked + 1, s.bytes + len);
-                }
-                Err(Problem::MissingManifest { path, .. }) => {
-                    s.missing.push(issue(digest, path.clone()))
-                }
-                Err(p) => s.unreadable.push(BlobIssue {
-                    error: Some(p.to_string()),
-                    ..issue(digest, problem_path(p))
-                }),
-            }
-        }
-        let files: HashMap<Digest, &Path> = self
-            .to_hash
-            .iter()
-            .map(|(d, f)| (*d, f.path.as_path()))
-            .collect();
-        for (digest, outcome) in hashed {
-            let path = files
-                .get(digest)
-                .map(|p| p.to_path_buf())
-                .unwrap_or_default();
-            match outcome {
-                Ok(h) => {
-                    (s.checked, s.bytes) = (s.checked + 1, s.bytes + h.len);
-                    if h.digest != *digest {
-                        s.corrupt.push(BlobIssue {
-                            actual_digest: Some(h.digest),
-                            bytes: Some(h.len),
-                            ..issue(*digest, path)
-                        });
-                    }
-                }
-                Err(Problem::MissingBlob { .. }) => s.missing.push(issue(*digest, path)),
-                Err(p) => s.unreadable.push(BlobIssue {
-                    error: Some(p.to_string()),
-                    ..issue(*digest, path)
-                }),
-            }
-        }
-        // Blobs the images need that were not there to hash.
-        for p in self.images.iter().flat_map(|i| &i.problems) {
-            if let Problem::MissingBlob { digest, path, .. } = innermost(p) {
-                s.missing.push(issue(*digest, path.clone()));
-            }
-        }
-        for list in [&mut s.corrupt, &mut s.missing, &mut s.unreadable] {
-            list.sort();
-            list.dedup_by(|a, b| a.digest == b.digest);
-        }
-        s
-    }
-}
-
-/// Whether reading a manifest got as far as hashing its bytes.
-fn was_hashed(read: &ManifestRead) -> bool {
-    matches!(
-        read,
-        Ok(_) | Err(Problem::CorruptManifest { .. } | Problem::BadManifest { .. })
-    )
-}
-
-/// The file a problem names.
-fn problem_path(p: &Problem) -> PathBuf {
-    match innermost(p) {
-        Problem::BadLink { path, .. }
-        | Problem::MissingLink { path }
-        | Problem::MissingManifest { path, .. }
-        | Problem::CorruptManifest { path, .. }
-        | Problem::BadManifest { path, .. }
-        | Problem::MissingBlob { path, .. }
-        | Problem::BlobSize { path, .. }
-        | Problem::CorruptBlob { path, .. }
-        | Problem::Symlink { path }
-        | Problem::Io { path, .. }
-        | Problem::BadName { path, .. } => path.clone(),
-        Problem::NotInSource | Problem::Within { .. } => PathBuf::new(),
-    }
-}
-
-fn innermost(p: &Problem) -> &Problem {
-    match p {
-        Problem::Within { inner, .. } => innermost(inner),
-        other => other,
-    }
-}
-
-fn child_label(child: &Descriptor) -> String {
-    match &child.platform {
-        Some(p) => format!("child {} ({p})", child.digest),
-        None => format!("child {}", child.digest),
-    }
-}
-
-/// Facts about an image that are not problems.
-fn notes(image: &Image) -> Vec<String> {
-    let mut out = Vec::new();
-    if image
-        .manifests
-        .iter()
-        .any(|m| m.kind() == ManifestKind::Schema1)
-    {
-        out.push(
-            "schema1 manifest: its digest depends on the repository name inside it, so push skips it (export keeps it)"
-                .to_string(),
-        );
-    }
-    for layer in &image.foreign {
-        out.push(format!(
-            "foreign layer {} is fetched from {} and need not be in the tree",
-            layer.digest,
-            layer.urls.first().map(String::as_str).unwrap_or("its URL")
-        ));
-    }
-    out
 }
 
 /// Every digest the tree's readable manifests reference, manifests included: revisions and
