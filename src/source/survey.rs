@@ -112,7 +112,7 @@ impl Survey {
             rel.push(name);
             match kind {
                 Kind::Dir => self.walk(&path, rel),
-                Kind::File(bytes) => self.file(&path, rel, bytes),
+                Kind::File => self.file(&path, rel),
                 Kind::Symlink => {
                     let target = fs::read_link(&path).unwrap_or_default();
                     self.odd(&path, rel, OddityKind::Symlink { target });
@@ -124,25 +124,31 @@ impl Survey {
     }
 
     /// Files the layout has: blobs, link files, uploads. Anything else is a stray.
-    fn file(&mut self, path: &Path, rel: &[OsString], bytes: u64) {
+    fn file(&mut self, path: &Path, rel: &[OsString]) {
         let parts: Option<Vec<&str>> = rel.iter().map(|c| c.to_str()).collect();
-        let Some(parts) = parts else {
-            self.odd(path, rel, OddityKind::StrayFile { bytes });
-            return;
-        };
+        let parts = parts.unwrap_or_default();
         match parts.as_slice() {
             ["blobs", "sha256", prefix, hex, "data"] => {
                 if let Some(digest) = Digest::from_hex(hex)
                     && hex.starts_with(prefix)
                     && prefix.len() == 2
                 {
-                    self.blobs.insert(
-                        digest,
-                        BlobFile {
-                            path: path.to_path_buf(),
-                            len: bytes,
-                        },
-                    );
+                    match fs::symlink_metadata(path) {
+                        Ok(m) => {
+                            let file = BlobFile {
+                                path: path.to_path_buf(),
+                                len: m.len(),
+                            };
+                            self.blobs.insert(digest, file);
+                        }
+                        Err(e) => self.odd(
+                            path,
+                            rel,
+                            OddityKind::Unreadable {
+                                error: e.to_string(),
+                            },
+                        ),
+                    }
                     return;
                 }
             }
@@ -157,6 +163,7 @@ impl Survey {
             }
             _ => {}
         }
+        let bytes = fs::symlink_metadata(path).map_or(0, |m| m.len());
         self.odd(path, rel, OddityKind::StrayFile { bytes });
     }
 
@@ -244,7 +251,7 @@ fn repository_of(rel: &[OsString]) -> Option<String> {
 
 enum Kind {
     Dir,
-    File(u64),
+    File,
     Symlink,
     Other(String),
 }
@@ -258,10 +265,7 @@ fn read_sorted(dir: &Path) -> std::io::Result<Vec<(OsString, PathBuf, Kind)>> {
         let kind = match entry.file_type() {
             Ok(t) if t.is_symlink() => Kind::Symlink,
             Ok(t) if t.is_dir() => Kind::Dir,
-            Ok(t) if t.is_file() => match entry.metadata() {
-                Ok(m) => Kind::File(m.len()),
-                Err(e) => Kind::Other(e.to_string()),
-            },
+            Ok(t) if t.is_file() => Kind::File,
             Ok(_) => Kind::Other("neither a file, a folder nor a symbolic link".to_string()),
             Err(e) => Kind::Other(e.to_string()),
         };
