@@ -149,6 +149,9 @@ pub struct PushArgs {
     /// Also push manifests no tag points at (by digest).
     #[arg(long)]
     pub untagged: bool,
+    /// Hash each source blob before it is mounted or found present (an upload is hashed anyway).
+    #[arg(long)]
+    pub verify: bool,
     #[command(flatten, next_help_heading = "Destination")]
     pub registry: RegistryArgs,
     #[command(flatten, next_help_heading = "Mapping")]

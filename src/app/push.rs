@@ -69,7 +69,8 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         inventory.images.len() as u64,
         totals.unique_bytes,
     );
-    let sink = RegistrySink::new(&client, mapping, harbor, args.dry_run, broken_projects);
+    let sink = RegistrySink::new(&client, mapping, harbor, args.dry_run, broken_projects)
+        .verifying_sources(args.verify);
     let result = engine::run(&sink, &inventory.images, usize::from(args.jobs), &progress);
     progress.finish();
     let elapsed = progress.elapsed();

@@ -45,6 +45,8 @@ pub struct RegistrySink<'a> {
     broken_projects: HashMap<String, String>,
     /// One lock per (repository, manifest digest): Distribution 2.8 can fail concurrent PUTs of one manifest.
     manifest_locks: Mutex<HashMap<RepoDigest, Arc<Mutex<()>>>>,
+    /// With `push --verify`: each source blob's hash check, once per run (failures remembered too).
+    source_checks: Option<OnceMap<Digest, Result<(), String>>>,
 }
 
 impl<'a> RegistrySink<'a> {
@@ -65,6 +67,50 @@ impl<'a> RegistrySink<'a> {
             repos: OnceMap::new(),
             broken_projects,
             manifest_locks: Mutex::new(HashMap::new()),
+            source_checks: None,
+        }
+    }
+
+    /// Hashes each source blob before it is mounted or found present (`push --verify`); an
+    /// upload is hashed on the way anyway.
+    pub fn verifying_sources(mut self, verify: bool) -> Self {
+        self.source_checks = verify.then(OnceMap::new);
+        self
+    }
+
+    /// With `--verify`, fails the image when the source file of `blob` does not hash to its digest.
+    fn check_source(&self, blob: &BlobRef, file: &BlobFile) -> Result<(), SinkError> {
+        let Some(checks) = &self.source_checks else {
+            return Ok(());
+        };
+        let (result, _) = checks
+            .run(&blob.digest, || {
+                let hashed = crate::verify::hash::hash_file(
+                    &file.path,
+                    crate::verify::ReadStrategy::default(),
+                    &mut Vec::new(),
+                    &|_| {},
+                );
+                Ok::<_, std::convert::Infallible>(match hashed {
+                    Ok(h) if h.digest == blob.digest => Ok(()),
+                    Ok(h) => Err(crate::problem::Problem::CorruptBlob {
+                        digest: blob.digest,
+                        path: file.path.clone(),
+                        found: h.digest,
+                        len: h.len,
+                    }
+                    .to_string()),
+                    Err(e) => Err(format!("cannot read {}: {e}", file.path.display())),
+                })
+            })
+            .unwrap_or_else(|never| match never {});
+        result.map_err(|e| SinkError::Image(format!("{}: {e}", blob.role)))
+    }
+
+    /// Records that an upload (hashed on the way) proved the source blob right.
+    fn source_proven(&self, digest: Digest) {
+        if let Some(checks) = &self.source_checks {
+            checks.set(digest, Ok(()));
         }
     }
 
@@ -136,6 +182,9 @@ impl<'a> RegistrySink<'a> {
             }
         }
         for b in &image.blobs {
+            if let Some(file) = &b.file {
+                self.check_source(b, file)?;
+            }
             let key = (target.clone(), b.digest);
             if self.present.lock().unwrap().contains(&key) {
                 continue;
@@ -267,11 +316,13 @@ impl Sink for RegistrySink<'_> {
     ) -> Result<BlobAction, SinkError> {
         let key = (target.clone(), blob.digest);
         if self.present.lock().unwrap().contains(&key) {
+            self.check_source(blob, file)?;
             return Ok(BlobAction::Present);
         }
         // Another repository got it this run: mount straight away (a mount of a blob the
         // repository already holds succeeds too), one request instead of HEAD + mount.
         if let Some(home) = self.homes.get(&blob.digest) {
+            self.check_source(blob, file)?;
             return self.link_from(target, blob, file, &home, progress);
         }
         let new_repo = matches!(self.repos.get(target), Some(RepoState::New));
@@ -282,6 +333,7 @@ impl Sink for RegistrySink<'_> {
                 .map_err(|e| self.error(e))?
                 .is_some()
         {
+            self.check_source(blob, file)?;
             self.mark_present(target, blob.digest);
             let _ = self.homes.run(&blob.digest, || Ok::<_, ()>(target.clone()));
             return Ok(BlobAction::Present);
@@ -301,9 +353,13 @@ impl Sink for RegistrySink<'_> {
             Ok::<_, SinkError>(target.clone())
         })?;
         if uploaded_here {
+            if !self.dry_run {
+                self.source_proven(blob.digest);
+            }
             self.mark_present(target, blob.digest);
             return Ok(BlobAction::Uploaded);
         }
+        self.check_source(blob, file)?;
         self.link_from(target, blob, file, &home, progress)
     }
 

@@ -731,3 +731,86 @@ fn table_on_stderr_exit_codes_and_report() {
         assert_eq!(out.status.code(), Some(2), "{}", bad.display());
     }
 }
+
+/// Registries the damaged-source pushes go to: one holding the whole pristine tree, one where
+/// every repository that needs `layer` holds only a `seed` image made of its pristine bytes.
+fn destinations(fx: &Fixture, layer: &str) -> (Registry, Registry) {
+    let full = Registry::start().expect("docker-registry starts");
+    let dir = tempfile::tempdir().unwrap();
+    let ran = crate::util::run(&mut crate::util::push_cmd(
+        fx.root(),
+        &full.url(),
+        dir.path(),
+        &[],
+    ));
+    assert_eq!(ran.code, 0, "{}", ran.stderr);
+    let seeded = Registry::start().expect("docker-registry starts");
+    let pusher = ferry_testkit::Pusher::new(&seeded);
+    let bytes = fs::read(tree::blob_data(fx.root(), layer)).unwrap();
+    let platform = ferry_testkit::Platform::new("linux", "amd64", None);
+    for t in tags_needing(&fx.truth, layer) {
+        let repo = crate::util::default_destination(&fx.truth.tags[&t].repository);
+        ferry_testkit::images::push_image(
+            &pusher,
+            &repo,
+            Some("seed"),
+            ferry_testkit::images::Format::Docker,
+            &platform,
+            &[&bytes],
+            &[],
+            None,
+        )
+        .unwrap();
+        assert!(pusher.blob_exists(&repo, layer).unwrap(), "{repo}");
+    }
+    (full, seeded)
+}
+
+#[test]
+fn push_verify_refuses_a_corrupt_source_blob_the_destination_already_holds() {
+    let fx = standard_tree(28);
+    let uses = blob_use(&fx.truth);
+    let shared = uses.iter().max_by_key(|(_, n)| **n).unwrap().0.clone();
+    let expected = tags_needing(&fx.truth, &shared);
+    let (full, seeded) = destinations(&fx, &shared);
+    let (_copy, root) = copy_of(&fx);
+    flip_byte(&tree::blob_data(&root, &shared));
+
+    for dest in [&full, &seeded] {
+        // Without --verify nothing reads the damaged file: the destination already has the blob.
+        let dir = tempfile::tempdir().unwrap();
+        let before = snapshot(&root);
+        let ran = crate::util::run(&mut crate::util::push_cmd(
+            &root,
+            &dest.url(),
+            dir.path(),
+            &[],
+        ));
+        assert_eq!(ran.code, 0, "{}", ran.stderr);
+
+        let ran = crate::util::run(&mut crate::util::push_cmd(
+            &root,
+            &dest.url(),
+            dir.path(),
+            &["--verify"],
+        ));
+        assert_eq!(snapshot(&root), before, "push changed the source tree");
+        assert_eq!(ran.code, 1, "{}", ran.stderr);
+        let failed: BTreeSet<String> = crate::util::failed_lines(&dir.path().join("failed.txt"))
+            .into_iter()
+            .collect();
+        assert_eq!(failed, expected, "{}", ran.stderr);
+        assert!(
+            ran.stderr.contains(&format!("blob {shared} is corrupt")),
+            "{}",
+            ran.stderr
+        );
+    }
+    // The images that do not need the layer still arrive, digests kept.
+    let pusher = ferry_testkit::Pusher::new(&seeded);
+    for (name, tag) in fx.truth.tags.iter().filter(|(n, _)| !expected.contains(*n)) {
+        let dest = crate::util::default_destination(&tag.repository);
+        let got = pusher.get_manifest(&dest, &tag.tag).unwrap();
+        assert_eq!(got.digest, tag.digest, "{name}");
+    }
+}
