@@ -44,6 +44,8 @@ pub enum Command {
     /// Show or remove the folders compressed archives were extracted into.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Hash every blob the selected tags need and say, tag by tag, what is intact and what is lost.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -195,6 +197,9 @@ pub struct PushArgs {
     /// Also push manifests no tag points at (by digest).
     #[arg(long)]
     pub untagged: bool,
+    /// Hash each source blob before it is mounted or found present (an upload is hashed anyway).
+    #[arg(long)]
+    pub verify: bool,
     #[command(flatten, next_help_heading = "Destination")]
     pub registry: RegistryArgs,
     #[command(flatten, next_help_heading = "Mapping")]
@@ -295,4 +300,52 @@ pub struct ExportArgs {
     pub untagged: bool,
     #[command(flatten, next_help_heading = "Filters")]
     pub filters: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Storage tree: the root, its docker/ or docker/registry/v2/ folder, a tar/tar.gz/tar.zst/tar.xz of one, or a folder of dir:/OCI layouts.
+    pub source: PathBuf,
+    /// Where the storage tree is inside SOURCE, when SOURCE holds more than one.
+    #[arg(long, value_name = "PATH")]
+    pub subpath: Option<String>,
+    /// Where compressed archives are extracted (default: the user cache folder, ~/.cache/ferry).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Threads hashing at once (default: one per CPU).
+    #[arg(short = 'j', long, value_name = "N", default_value_t = default_hash_jobs(), value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: u16,
+    #[arg(long, value_enum, default_value_t = VerifyFormat::Table)]
+    pub format: VerifyFormat,
+    /// Hash every blob under blobs/, referenced or not.
+    #[arg(long)]
+    pub all_blobs: bool,
+    /// Also check manifests no tag points at, as repo@digest images.
+    #[arg(long)]
+    pub untagged: bool,
+    /// Failed list: the broken images, one repo:tag per line.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        default_value = "verify-failed.txt"
+    )]
+    pub failed_list: PathBuf,
+    #[command(flatten, next_help_heading = "Filters")]
+    pub filters: FilterArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyFormat {
+    /// Every image and finding as a table on stderr.
+    Table,
+    /// One JSON document on stdout: images, blobs, findings.
+    Json,
+}
+
+/// One hashing thread per CPU.
+fn default_hash_jobs() -> u16 {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 256) as u16
 }

@@ -19,3 +19,4 @@ pub mod shard;
 pub mod sink;
 pub mod source;
 pub mod validate;
+pub mod verify;

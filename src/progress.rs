@@ -13,10 +13,14 @@ enum Mode {
     Bars {
         multi: MultiProgress,
         bytes: ProgressBar,
-        images: ProgressBar,
+        images: Option<ProgressBar>,
     },
     Lines {
         last: Mutex<Instant>,
+    },
+    /// A line at every tenth of the bytes (for runs measured in bytes only).
+    Tenths {
+        printed: AtomicU64,
     },
     Hidden,
 }
@@ -68,7 +72,7 @@ impl Progress {
             Mode::Bars {
                 multi,
                 bytes,
-                images,
+                images: Some(images),
             }
         } else {
             Mode::Lines {
@@ -79,6 +83,45 @@ impl Progress {
             verb,
             mode,
             images_total,
+            bytes_total,
+            images_done: AtomicU64::new(0),
+            bytes_done: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// Progress of bytes alone (hashing): a bar with rate and ETA on a terminal, else a line
+    /// at every tenth of `bytes_total`.
+    pub fn bytes_only(verb: &'static str, bytes_total: u64) -> Progress {
+        let mode = if crate::messages::quiet() {
+            Mode::Hidden
+        } else if std::io::stderr().is_terminal() {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let bytes = multi.add(ProgressBar::new(bytes_total));
+            bytes.set_style(
+                ProgressStyle::with_template(
+                    "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            bytes.set_prefix(verb);
+            bytes.enable_steady_tick(Duration::from_millis(200));
+            crate::messages::set_bars(Some(multi.clone()));
+            Mode::Bars {
+                multi,
+                bytes,
+                images: None,
+            }
+        } else {
+            Mode::Tenths {
+                printed: AtomicU64::new(0),
+            }
+        };
+        Progress {
+            verb,
+            mode,
+            images_total: 0,
             bytes_total,
             images_done: AtomicU64::new(0),
             bytes_done: AtomicU64::new(0),
@@ -104,6 +147,7 @@ impl Progress {
         match &self.mode {
             Mode::Bars { bytes, .. } => bytes.inc(n),
             Mode::Lines { .. } => self.maybe_line(),
+            Mode::Tenths { printed } => self.maybe_tenth(printed),
             Mode::Hidden => {}
         }
     }
@@ -112,12 +156,15 @@ impl Progress {
     pub fn image_done(&self, what: &str) {
         self.images_done.fetch_add(1, Ordering::Relaxed);
         match &self.mode {
-            Mode::Bars { images, .. } => {
+            Mode::Bars {
+                images: Some(images),
+                ..
+            } => {
                 images.inc(1);
                 images.set_message(what.to_string());
             }
             Mode::Lines { .. } => self.maybe_line(),
-            Mode::Hidden => {}
+            Mode::Bars { .. } | Mode::Tenths { .. } | Mode::Hidden => {}
         }
     }
 
@@ -168,6 +215,29 @@ impl Progress {
         );
     }
 
+    /// Prints a line when the bytes done cross into a new tenth of the total.
+    fn maybe_tenth(&self, printed: &AtomicU64) {
+        let bytes = self.bytes_done();
+        let tenth = (bytes.saturating_mul(10) / self.bytes_total.max(1)).min(10);
+        let before = printed.fetch_max(tenth, Ordering::Relaxed);
+        // Runs shorter than a second need no progress lines.
+        if tenth <= before || self.started.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = bytes as f64 / secs;
+        let left = self.bytes_total.saturating_sub(bytes) as f64 / rate.max(1.0);
+        crate::note!(
+            "ferry {}: {}% — {} of {}, {}/s, ETA {}",
+            self.verb,
+            tenth * 10,
+            HumanBytes(bytes),
+            HumanBytes(self.bytes_total),
+            HumanBytes(rate as u64),
+            indicatif::HumanDuration(Duration::from_secs_f64(left))
+        );
+    }
+
     /// Removes the bars (call before printing the summary).
     pub fn finish(&self) {
         if let Mode::Bars {
@@ -177,7 +247,9 @@ impl Progress {
         } = &self.mode
         {
             bytes.finish_and_clear();
-            images.finish_and_clear();
+            if let Some(images) = images {
+                images.finish_and_clear();
+            }
             let _ = multi.clear();
             crate::messages::set_bars(None);
         }

@@ -5,6 +5,7 @@ pub mod export;
 pub mod list;
 pub mod push;
 pub mod validate;
+pub mod verify;
 
 use std::path::Path;
 use std::time::Duration;
@@ -50,6 +51,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Validate(args) => validate::run(&args, &cli.global),
         Command::Export(args) => export::run(&args, &cli.global),
         Command::Cache(command) => cache::run(&command),
+        Command::Verify(args) => verify::run(&args, &cli.global),
     }
 }
 

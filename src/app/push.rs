@@ -115,7 +115,8 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let foreign_homes: BTreeMap<Digest, String> =
         foreign.iter().map(|(d, r)| (*d, r.clone())).collect();
     let sink = RegistrySink::new(&client, mapping, harbor, args.dry_run, broken_projects)
-        .with_foreign_homes(foreign);
+        .with_foreign_homes(foreign)
+        .verifying_sources(args.verify);
     let images = &inventory.images;
     // Home images first (other shards mount from them), in plan order within each batch.
     let mut batch_of = vec![0; images.len()];

@@ -54,6 +54,8 @@ pub struct RegistrySink<'a> {
     manifest_locks: Mutex<HashMap<(String, String), ManifestLock>>,
     /// `--shard`: blobs whose home is another shard's repository, mounted from there before any upload.
     foreign_homes: HashMap<Digest, String>,
+    /// With `push --verify`: each source blob's hash check, once per run (failures remembered too).
+    source_checks: Option<OnceMap<Digest, Result<(), String>>>,
 }
 
 impl<'a> RegistrySink<'a> {
@@ -75,7 +77,44 @@ impl<'a> RegistrySink<'a> {
             broken_projects,
             manifest_locks: Mutex::new(HashMap::new()),
             foreign_homes: HashMap::new(),
+            source_checks: None,
         }
+    }
+
+    /// Hashes each source blob before an image that needs it is completed with a mounted or
+    /// present copy (`push --verify`); an upload is hashed on the way anyway.
+    pub fn verifying_sources(mut self, verify: bool) -> Self {
+        self.source_checks = verify.then(OnceMap::new);
+        self
+    }
+
+    /// With `--verify`, fails the image when the source file of `blob` does not hash to its digest.
+    fn check_source(&self, blob: &BlobRef, file: &BlobFile) -> Result<(), SinkError> {
+        let Some(checks) = &self.source_checks else {
+            return Ok(());
+        };
+        let (result, _) = checks
+            .run(&blob.digest, || {
+                let hashed = crate::verify::hash::hash_file(
+                    file,
+                    crate::verify::ReadStrategy::default(),
+                    &mut Vec::new(),
+                    &|_| {},
+                );
+                Ok::<_, std::convert::Infallible>(match hashed {
+                    Ok(h) if h.digest == blob.digest => Ok(()),
+                    Ok(h) => Err(crate::problem::Problem::CorruptBlob {
+                        digest: blob.digest,
+                        path: file.name(),
+                        found: h.digest,
+                        len: h.len,
+                    }
+                    .to_string()),
+                    Err(e) => Err(format!("cannot read {}: {e}", file.name().display())),
+                })
+            })
+            .unwrap_or_else(|never| match never {});
+        result.map_err(|e| SinkError::invalid(format!("{}: {e}", blob.role)))
     }
 
     /// Blobs other shards are home for (digest → their home repository), see `shard::homes`.
@@ -148,6 +187,9 @@ impl<'a> RegistrySink<'a> {
             }
         }
         for b in &image.blobs {
+            if let Some(file) = &b.file {
+                self.check_source(b, file)?;
+            }
             if self.placed.get(&(target.clone(), b.digest)).is_some() {
                 continue;
             }
@@ -395,6 +437,17 @@ impl Sink for RegistrySink<'_> {
         let (action, here) = self
             .placed
             .run(&key, || self.place(target, blob, file, progress))?;
+        match (here, action) {
+            // Hashed on its way up: the source is proven.
+            (true, BlobAction::Uploaded) if !self.dry_run => {
+                if let Some(checks) = &self.source_checks {
+                    checks.set(blob.digest, Ok(()));
+                }
+            }
+            // Mounted or already there: with --verify, the source must still hold those bytes
+            // before a manifest may point at them.
+            _ => self.check_source(blob, file)?,
+        }
         Ok(if here { action } else { BlobAction::Present })
     }
 

@@ -6,7 +6,8 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -106,6 +107,10 @@ impl Beneath {
     pub fn file_len(&self, rel: &Path) -> io::Result<u64> {
         let fd = self.resolve(rel, OFlag::O_PATH)?;
         let meta = File::from(fd).metadata()?;
+        // O_PATH|O_NOFOLLOW opens a final link itself: refuse it like any other link.
+        if meta.file_type().is_symlink() {
+            return Err(io::Error::from(Errno::ELOOP));
+        }
         if !meta.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
@@ -188,6 +193,38 @@ fn kind_of(t: nix::dir::Type) -> Kind {
 fn is_link(dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::OsStr) -> Option<Errno> {
     let st = nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
     (st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK).then_some(Errno::ELOOP)
+}
+
+/// Opens the absolute `path` read-only, for a reader that has a path, not a folder; fails with
+/// `ELOOP` when any component of it is a symbolic link. Without openat2 only the last component
+/// is checked (`O_NOFOLLOW`).
+pub fn open_no_symlinks(path: &Path) -> io::Result<File> {
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+        match openat2(nix::fcntl::AT_FDCWD, path, how) {
+            Ok(fd) => return Ok(File::from(fd)),
+            Err(Errno::ENOSYS | Errno::EPERM | Errno::E2BIG) => {
+                NO_OPENAT2.store(true, Ordering::Relaxed)
+            }
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+    File::options()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NOCTTY)
+        .open(path)
+}
+
+/// The symbolic link a refused `path` runs into: itself or the nearest folder on the way, below `top`.
+pub fn symlink_on_the_way(path: &Path, top: &Path) -> PathBuf {
+    path.ancestors()
+        .take_while(|p| p.starts_with(top) && *p != top)
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink()))
+        .last()
+        .unwrap_or(path)
+        .to_path_buf()
 }
 
 /// Whether an error means a symbolic link was met on the way.

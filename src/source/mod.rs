@@ -8,6 +8,7 @@ pub mod layouts;
 pub mod members;
 pub mod open;
 pub mod storage_tree;
+pub mod survey;
 pub mod tar_index;
 pub mod tar_stream;
 
@@ -193,6 +194,11 @@ pub trait Source: Sync {
     /// The folder holding the files this source reads (writers must stay out of it, hard links
     /// come from it); `None` when they are inside an archive.
     fn folder(&self) -> Option<&Path> {
+        None
+    }
+    /// The `docker/registry/v2` folder of a storage tree read in place, which `ferry verify`
+    /// surveys for what lies beside the images; `None` for archives and layouts.
+    fn v2_folder(&self) -> Option<&Path> {
         None
     }
     /// Repositories for which `wanted` says yes, sorted by name.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::beneath::{Beneath, Kind, is_symlink_error};
+use super::beneath::{Beneath, Kind, is_symlink_error, symlink_on_the_way};
 use super::{BlobFile, RepositoryEntry, Scan, ScanOptions, Source, SourceError, TagEntry, Upload};
 use crate::digest::Digest;
 use crate::manifest::{MAX_MANIFEST_BYTES, RawManifest};
@@ -161,7 +161,9 @@ impl StorageTree {
     fn problem(&self, rel: &Path, e: &io::Error) -> Problem {
         let path = self.v2.join(rel);
         if is_symlink_error(e) {
-            Problem::Symlink { path }
+            Problem::Symlink {
+                path: symlink_on_the_way(&path, &self.v2),
+            }
         } else {
             Problem::io(path, e)
         }
@@ -328,6 +330,10 @@ impl Source for StorageTree {
 
     fn folder(&self) -> Option<&Path> {
         Some(&self.folder)
+    }
+
+    fn v2_folder(&self) -> Option<&Path> {
+        Some(&self.v2)
     }
 
     fn repositories(

@@ -11,3 +11,4 @@ mod shard;
 mod stops;
 mod tarball;
 mod validate;
+mod verify;
