@@ -12,6 +12,8 @@ use crate::inventory::{BlobRef, Image};
 use crate::manifest::{ManifestKind, RawManifest};
 use crate::progress::Progress;
 use crate::registry::client::Tags;
+use crate::registry::error::Brief;
+use crate::registry::harbor::{Blocks, Refusal};
 use crate::registry::{Client, Mount, RegistryError};
 use crate::source::BlobFile;
 
@@ -33,6 +35,15 @@ enum RepoState {
 /// A lock held while a manifest (or a tag) of one repository is written.
 type ManifestLock = Arc<Mutex<()>>;
 
+/// What a run knows about Harbor projects before it starts (from the preflight).
+#[derive(Debug, Default, Clone)]
+pub struct Projects {
+    /// Projects this run may not send into, or not even read, and why.
+    pub closed: HashMap<String, Refusal>,
+    /// Projects a dry run would create: they hold nothing yet, so nothing is asked there.
+    pub absent: HashSet<String>,
+}
+
 /// Pushes into one registry. With `dry_run`, only reads (HEADs) and records what it would do.
 pub struct RegistrySink<'a> {
     client: &'a Client,
@@ -47,8 +58,11 @@ pub struct RegistrySink<'a> {
     placed: OnceMap<RepoDigest, BlobAction>,
     /// Per destination repository, what its tag list said at the start.
     repos: OnceMap<String, RepoState>,
-    /// Projects that could not be created: their images fail with this reason.
-    broken_projects: HashMap<String, String>,
+    /// Harbor projects closed to this run, from the preflight or learnt from a refusal (a quota
+    /// passed): their images fail with that one reason, and nothing more is sent there.
+    closed: Mutex<HashMap<String, Refusal>>,
+    /// Harbor projects a dry run would create.
+    absent: HashSet<String>,
     /// One lock per (repository, manifest digest) and per (repository, tag): Distribution 2.8
     /// can fail concurrent PUTs of one manifest, and tag links are written like blob links.
     manifest_locks: Mutex<HashMap<(String, String), ManifestLock>>,
@@ -60,7 +74,7 @@ impl<'a> RegistrySink<'a> {
         mapping: Mapping,
         harbor: bool,
         dry_run: bool,
-        broken_projects: HashMap<String, String>,
+        projects: Projects,
     ) -> RegistrySink<'a> {
         RegistrySink {
             client,
@@ -70,14 +84,56 @@ impl<'a> RegistrySink<'a> {
             homes: OnceMap::new(),
             placed: OnceMap::new(),
             repos: OnceMap::new(),
-            broken_projects,
+            closed: Mutex::new(projects.closed),
+            absent: projects.absent,
             manifest_locks: Mutex::new(HashMap::new()),
         }
     }
 
-    /// A registry error as the sink's verdict: the end of the run, or this image's failure.
-    fn error(&self, e: RegistryError) -> SinkError {
-        classify(self.client, e)
+    /// A registry error on `repository` as the sink's verdict: the end of the run, or this image's failure.
+    fn error(&self, repository: &str, e: RegistryError) -> SinkError {
+        classify(self.client, self.harbor, repository, e)
+    }
+
+    /// The refusal that closes the project of `repository` to this step (`writes`: it sends something).
+    fn closed(&self, repository: &str, writes: bool) -> Option<Refusal> {
+        let project = crate::destination::project_of(repository);
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        let refusal = closed.get(project)?;
+        match refusal.blocks() {
+            Some((_, Blocks::Everything)) => Some(refusal.clone()),
+            Some((_, Blocks::Writes)) if writes => Some(refusal.clone()),
+            _ => None,
+        }
+    }
+
+    /// Fails a write at once when its project is closed.
+    fn open_for_writes(&self, repository: &str) -> Result<(), SinkError> {
+        match self.closed(repository, true) {
+            Some(r) => Err(SinkError::Image(ImageError::Harbor(r))),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes a project to the rest of the run when Harbor refused it as a whole (a quota
+    /// passed, the project gone, a right missing).
+    fn learn<T>(&self, result: Result<T, SinkError>) -> Result<T, SinkError> {
+        if let Err(SinkError::Image(ImageError::Harbor(r))) = &result
+            && let Some((project, _)) = r.blocks()
+        {
+            let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+            if !closed.contains_key(project) {
+                crate::warn!("{r}: nothing more is sent into Harbor project {project}");
+                closed.insert(project.to_string(), r.clone());
+            }
+        }
+        result
+    }
+
+    /// Whether the project of `repository` is one a dry run would create (it holds nothing).
+    fn absent(&self, repository: &str) -> bool {
+        self.absent
+            .contains(crate::destination::project_of(repository))
     }
 
     fn lock(&self, repository: &str, reference: String) -> ManifestLock {
@@ -92,12 +148,16 @@ impl<'a> RegistrySink<'a> {
     /// The repository's state, listing its tags once per run. A listing that fails is learnt
     /// once too: the repository is then treated as unlisted (every tag and blob HEADed).
     fn repo_state(&self, repository: &str) -> Result<RepoState, SinkError> {
+        if self.absent(repository) {
+            return Ok(RepoState::New);
+        }
         let (state, _) = self.repos.run(&repository.to_string(), || {
             Ok::<_, SinkError>(match self.client.tags(repository) {
                 Ok(Tags::Unknown) => RepoState::New,
                 Ok(Tags::Listed(t)) => RepoState::Tags(Arc::new(t.into_iter().collect())),
                 Ok(Tags::Unlisted) => RepoState::Unlisted,
-                Err(e) => match self.error(e) {
+                Err(e) => match self.error(repository, e) {
+                    harbor @ SinkError::Image(ImageError::Harbor(_)) => return Err(harbor),
                     SinkError::Image(e) => {
                         crate::warn!(
                             "cannot list the tags of {repository} ({e}); checking each of its images instead"
@@ -129,7 +189,7 @@ impl<'a> RegistrySink<'a> {
             let head = self
                 .client
                 .head_manifest(target, &child.digest().to_string())
-                .map_err(|e| self.error(e))?;
+                .map_err(|e| self.error(target, e))?;
             if head.is_none() {
                 crate::debug!(
                     "{target}: child {} is missing; pushing again",
@@ -145,7 +205,7 @@ impl<'a> RegistrySink<'a> {
             let head = self
                 .client
                 .head_blob(target, &b.digest)
-                .map_err(|e| self.error(e))?;
+                .map_err(|e| self.error(target, e))?;
             if head.is_none() {
                 crate::debug!("{target}: blob {} is missing; pushing again", b.digest);
                 return Ok(false);
@@ -170,12 +230,13 @@ impl<'a> RegistrySink<'a> {
         if let Some(home) = self.homes.get(&blob.digest) {
             return self.link_from(target, blob, file, &home, progress);
         }
-        let new_repo = matches!(self.repos.get(target), Some(RepoState::New));
+        let new_repo =
+            self.absent(target) || matches!(self.repos.get(target), Some(RepoState::New));
         if !new_repo
             && self
                 .client
                 .head_blob(target, &blob.digest)
-                .map_err(|e| self.error(e))?
+                .map_err(|e| self.error(target, e))?
                 .is_some()
         {
             let _ = self.homes.run(&blob.digest, || Ok::<_, ()>(target.clone()));
@@ -185,7 +246,7 @@ impl<'a> RegistrySink<'a> {
             if !self.dry_run {
                 self.client
                     .upload_blob(target, &blob.digest, file, None, &|n| progress.add_bytes(n))
-                    .map_err(|e| self.error(e))?;
+                    .map_err(|e| self.error(target, e))?;
             }
             Ok::<_, SinkError>(target.clone())
         })?;
@@ -210,31 +271,54 @@ impl<'a> RegistrySink<'a> {
         if self.dry_run {
             return Ok(BlobAction::Mounted);
         }
-        match self
-            .client
-            .mount_blob(target, &blob.digest, home)
-            .map_err(|e| self.error(e))?
-        {
-            Mount::Mounted => Ok(BlobAction::Mounted),
-            Mount::Session(url) => {
+        let session = match self.client.mount_blob(target, &blob.digest, home) {
+            Ok(Mount::Mounted) => return Ok(BlobAction::Mounted),
+            Ok(Mount::Session(url)) => Some(url),
+            // Harbor refuses a mount from a project the account cannot pull, with no session.
+            Err(e) if self.mount_refused(target, &e) => {
                 crate::debug!(
-                    "{target}: mount of {} from {home} refused; uploading",
-                    blob.digest
+                    "{target}: mount of {} from {home} refused ({}); uploading",
+                    blob.digest,
+                    Brief(&e)
                 );
-                self.client
-                    .upload_blob(target, &blob.digest, file, Some(url), &|n| {
-                        progress.add_bytes(n)
-                    })
-                    .map_err(|e| self.error(e))?;
-                Ok(BlobAction::Uploaded)
+                None
             }
+            Err(e) => return Err(self.error(target, e)),
+        };
+        crate::debug!(
+            "{target}: {} not mounted from {home}; uploading",
+            blob.digest
+        );
+        self.client
+            .upload_blob(target, &blob.digest, file, session, &|n| {
+                progress.add_bytes(n)
+            })
+            .map_err(|e| self.error(target, e))?;
+        Ok(BlobAction::Uploaded)
+    }
+
+    /// A mount answered 401 or 403 for a reason other than the target itself (its quota, its
+    /// project, the right to push there): an upload may still go through.
+    fn mount_refused(&self, target: &str, e: &RegistryError) -> bool {
+        if !matches!(e.status(), Some(401 | 403)) {
+            return false;
+        }
+        let project = crate::destination::project_of(target);
+        match Refusal::recognise(e, target, &self.client.who()) {
+            Some(r) => r.blocks().is_none_or(|(p, _)| p != project),
+            None => true,
         }
     }
 }
 
-/// A registry error as a copy or a check sees it: the destination gone, the credentials refused,
-/// or the run stopping end the run; anything else fails one image.
-pub fn classify(client: &Client, e: RegistryError) -> SinkError {
+/// A registry error on `repository` as a copy or a check sees it: the destination gone, the
+/// credentials refused, or the run stopping end the run; Harbor's refusals and anything else
+/// fail one image.
+pub fn classify(client: &Client, harbor: bool, repository: &str, e: RegistryError) -> SinkError {
+    // Harbor's refusals concern one project or one tag, not the whole destination.
+    if harbor && let Some(r) = Refusal::recognise(&e, repository, &client.who()) {
+        return SinkError::Image(ImageError::Harbor(r));
+    }
     match e {
         RegistryError::Gone(f) => SinkError::Fatal(f),
         RegistryError::Stopped => SinkError::Stopped,
@@ -266,25 +350,62 @@ pub fn classify(client: &Client, e: RegistryError) -> SinkError {
 impl Sink for RegistrySink<'_> {
     type Target = String;
 
-    fn target(&self, image: &Image) -> Result<String, String> {
+    fn target(&self, image: &Image) -> Result<String, ImageError> {
         if let Some(m) = image.manifest()
             && m.kind() == ManifestKind::Schema1
         {
-            return Err(format!(
+            return Err(ImageError::Invalid(format!(
                 "schema1 manifest {}: its digest depends on the repository name inside it, so it cannot keep its digest at the destination; not pushed",
                 m.digest()
-            ));
+            )));
         }
         let destination = self.mapping.destination(&image.repository);
-        self.mapping.check(&destination, self.harbor)?;
-        let project = crate::destination::project_of(&destination);
-        if let Some(reason) = self.broken_projects.get(project) {
-            return Err(reason.clone());
+        self.mapping
+            .check(&destination, self.harbor)
+            .map_err(ImageError::Invalid)?;
+        if let Some(r) = self.closed(&destination, false) {
+            return Err(ImageError::Harbor(r));
         }
         Ok(destination)
     }
 
     fn image_present(&self, target: &String, image: &Image) -> Result<bool, SinkError> {
+        self.learn(self.present(target, image))
+    }
+
+    fn put_blob(
+        &self,
+        target: &String,
+        blob: &BlobRef,
+        file: &BlobFile,
+        progress: &Progress,
+    ) -> Result<BlobAction, SinkError> {
+        self.open_for_writes(target)?;
+        let key = (target.clone(), blob.digest);
+        let (action, here) = self.learn(
+            self.placed
+                .run(&key, || self.place(target, blob, file, progress)),
+        )?;
+        Ok(if here { action } else { BlobAction::Present })
+    }
+
+    fn put_manifest(
+        &self,
+        target: &String,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<(), SinkError> {
+        self.open_for_writes(target)?;
+        if self.dry_run {
+            return Ok(());
+        }
+        self.learn(self.store_manifest(target, manifest, tag))
+    }
+}
+
+impl RegistrySink<'_> {
+    /// Whether the image is whole at `target` (see `Sink::image_present`).
+    fn present(&self, target: &String, image: &Image) -> Result<bool, SinkError> {
         let (Some(digest), Some(manifest)) = (image.digest, image.manifest()) else {
             return Ok(false);
         };
@@ -298,7 +419,7 @@ impl Sink for RegistrySink<'_> {
         let head = self
             .client
             .head_manifest(target, &reference)
-            .map_err(|e| self.error(e))?;
+            .map_err(|e| self.error(target, e))?;
         let found = match head {
             None => return Ok(false),
             Some(h) => match h.digest {
@@ -307,7 +428,7 @@ impl Sink for RegistrySink<'_> {
                 None => match self
                     .client
                     .get_manifest(target, &reference)
-                    .map_err(|e| self.error(e))?
+                    .map_err(|e| self.error(target, e))?
                 {
                     Some(m) => Digest::of(&m.bytes),
                     None => return Ok(false),
@@ -320,29 +441,13 @@ impl Sink for RegistrySink<'_> {
         Ok(false)
     }
 
-    fn put_blob(
+    /// One manifest PUT, under the locks of its digest and tag.
+    fn store_manifest(
         &self,
-        target: &String,
-        blob: &BlobRef,
-        file: &BlobFile,
-        progress: &Progress,
-    ) -> Result<BlobAction, SinkError> {
-        let key = (target.clone(), blob.digest);
-        let (action, here) = self
-            .placed
-            .run(&key, || self.place(target, blob, file, progress))?;
-        Ok(if here { action } else { BlobAction::Present })
-    }
-
-    fn put_manifest(
-        &self,
-        target: &String,
+        target: &str,
         manifest: &RawManifest,
         tag: Option<&str>,
     ) -> Result<(), SinkError> {
-        if self.dry_run {
-            return Ok(());
-        }
         let digest = manifest.digest();
         let by_digest = self.lock(target, digest.to_string());
         let _digest_held = by_digest.lock().unwrap_or_else(|e| e.into_inner());
@@ -356,6 +461,6 @@ impl Sink for RegistrySink<'_> {
             .unwrap_or_else(|| digest.to_string());
         self.client
             .put_manifest(target, &reference, manifest.media_type(), manifest.bytes())
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(target, e))
     }
 }

@@ -3,7 +3,7 @@
 pub mod platforms;
 pub mod verdict;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::destination::Mapping;
@@ -13,6 +13,7 @@ use crate::engine::{Fatal, Halt, Job};
 use crate::inventory::Image;
 use crate::manifest::{ManifestKind, RawManifest};
 use crate::progress::Progress;
+use crate::registry::harbor::Refusal;
 use crate::registry::{Client, RegistryError};
 use crate::sink::registry::classify;
 use crate::sink::{ImageError, SinkError};
@@ -26,6 +27,10 @@ pub struct Options {
     /// Tags, digests and index children only; no blob `HEAD`s.
     pub shallow: bool,
     pub platforms: PlatformSelection,
+    /// The destination is Harbor: its refusals are read as such.
+    pub harbor: bool,
+    /// Harbor projects the account cannot read (from the preflight): their tags fail with that reason, unasked.
+    pub closed: HashMap<String, Refusal>,
 }
 
 /// A (destination repository, digest) pair.
@@ -76,6 +81,16 @@ impl<'a> Checker<'a> {
             return Ok(verdict);
         }
         let repository = self.mapping.destination(&image.repository);
+        if let Some(r) = self
+            .options
+            .closed
+            .get(crate::destination::project_of(&repository))
+        {
+            verdict.target = Some(repository);
+            verdict.reasons.push(Reason::Harbor(r.clone()));
+            verdict.status = Status::Fail;
+            return Ok(verdict);
+        }
         let reference = match &image.tag {
             Some(t) => t.clone(),
             None => top.digest().to_string(),
@@ -112,7 +127,7 @@ impl<'a> Checker<'a> {
                 return Ok(());
             }
             Err(e) => {
-                walk.fail(self.reason(e)?);
+                walk.fail(self.reason(repository, e)?);
                 return Ok(());
             }
         };
@@ -136,7 +151,7 @@ impl<'a> Checker<'a> {
                     return Ok(());
                 }
                 Err(e) => {
-                    walk.fail(self.reason(e)?);
+                    walk.fail(self.reason(repository, e)?);
                     return Ok(());
                 }
             };
@@ -219,7 +234,7 @@ impl<'a> Checker<'a> {
                     continue;
                 }
                 Err(e) => {
-                    walk.fail(self.reason(e)?);
+                    walk.fail(self.reason(repository, e)?);
                     continue;
                 }
             }
@@ -245,7 +260,7 @@ impl<'a> Checker<'a> {
                     digest: blob.digest,
                     role: blob.role.clone(),
                 }),
-                Err(e) => walk.fail(self.reason(e)?),
+                Err(e) => walk.fail(self.reason(repository, e)?),
             }
         }
         Ok(())
@@ -297,7 +312,12 @@ impl<'a> Checker<'a> {
     /// A registry error as a per-tag reason, or as the end of the run when it concerns the whole
     /// destination. A 401 with credentials the destination accepted at the start concerns one
     /// repository (a project the account may not read).
-    fn reason(&self, e: RegistryError) -> Result<Reason, Halt> {
+    fn reason(&self, repository: &str, e: RegistryError) -> Result<Reason, Halt> {
+        if self.options.harbor
+            && let Some(r) = Refusal::recognise(&e, repository, &self.client.who())
+        {
+            return Ok(Reason::Harbor(r));
+        }
         let error = match e {
             RegistryError::Status {
                 status: status @ (401 | 403),
@@ -310,7 +330,7 @@ impl<'a> Checker<'a> {
                     who: self.client.who(),
                 });
             }
-            e => match classify(self.client, e) {
+            e => match classify(self.client, self.options.harbor, repository, e) {
                 SinkError::Fatal(f) => return Err(Halt::Fatal(f)),
                 SinkError::Stopped => return Err(Halt::Stopped),
                 SinkError::Image(ImageError::Registry { error, .. }) => error,
