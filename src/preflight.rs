@@ -263,10 +263,13 @@ impl Preflight {
             }
             if let Some(problem) = &c.problem {
                 let already = match problem {
-                    Refusal::NoRight { reads: true, .. } => " (those already there are skipped)",
+                    Refusal::NoRight { reads: true, .. } => "; those already there are skipped",
                     _ => "",
                 };
-                crate::error!("{problem}: its {} images fail{already}", c.images);
+                crate::error!(
+                    "{problem} ({} of this run's images go there{already})",
+                    c.images
+                );
                 continue;
             }
             if let Some(left) = c.quota.and_then(|q| q.left())

@@ -123,7 +123,7 @@ impl<'a> RegistrySink<'a> {
         {
             let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
             if !closed.contains_key(project) {
-                crate::warn!("{r}: nothing more is sent into Harbor project {project}");
+                crate::warn!("nothing more is sent into Harbor project {project}: {r}");
                 closed.insert(project.to_string(), r.clone());
             }
         }

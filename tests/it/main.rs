@@ -3,6 +3,7 @@
 mod util;
 
 mod export;
+mod harbor;
 mod list;
 mod push;
 mod stops;
