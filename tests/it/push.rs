@@ -652,6 +652,32 @@ fn no_create_projects_leaves_harbor_projects_alone() {
     let mut library = fx.truth.clone();
     library.tags.retain(|k, _| k.starts_with("alpine:"));
     assert_tags_at(&Pusher::new(&reg), &library, default_destination);
+
+    // validate says the same: those tags fail as a missing project, library passes.
+    let ran = run(validate_cmd(
+        fx.root(),
+        &proxy.url(),
+        dir.path(),
+        &["--username", "admin", "--password-stdin"],
+    )
+    .write_stdin("Harbor12345"));
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    let failed = failed_lines(&dir.path().join("validate-failed.txt"));
+    let expected: Vec<String> = fx
+        .truth
+        .tags
+        .keys()
+        .filter(|k| !k.starts_with("alpine:"))
+        .cloned()
+        .collect();
+    assert_eq!(failed, expected);
+    assert!(
+        ran.stdout
+            .lines()
+            .any(|l| l.starts_with("ns/sub:1.0") && l.ends_with("Harbor project ns not found")),
+        "{}",
+        ran.stdout
+    );
 }
 
 #[test]
