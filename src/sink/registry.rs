@@ -90,9 +90,9 @@ impl<'a> RegistrySink<'a> {
         }
     }
 
-    /// A registry error on `repository` as the sink's verdict: the end of the run, or this image's failure.
-    fn error(&self, repository: &str, e: RegistryError) -> SinkError {
-        classify(self.client, self.harbor, repository, e)
+    /// A registry error as the sink's verdict: the end of the run, or this image's failure.
+    fn error(&self, e: RegistryError) -> SinkError {
+        classify(self.client, self.harbor, e)
     }
 
     /// The refusal that closes the project of `repository` to this step (`writes`: it sends something).
@@ -156,7 +156,7 @@ impl<'a> RegistrySink<'a> {
                 Ok(Tags::Unknown) => RepoState::New,
                 Ok(Tags::Listed(t)) => RepoState::Tags(Arc::new(t.into_iter().collect())),
                 Ok(Tags::Unlisted) => RepoState::Unlisted,
-                Err(e) => match self.error(repository, e) {
+                Err(e) => match self.error(e) {
                     harbor @ SinkError::Image(ImageError::Harbor(_)) => return Err(harbor),
                     SinkError::Image(e) => {
                         crate::warn!(
@@ -189,7 +189,7 @@ impl<'a> RegistrySink<'a> {
             let head = self
                 .client
                 .head_manifest(target, &child.digest().to_string())
-                .map_err(|e| self.error(target, e))?;
+                .map_err(|e| self.error(e))?;
             if head.is_none() {
                 crate::debug!(
                     "{target}: child {} is missing; pushing again",
@@ -205,7 +205,7 @@ impl<'a> RegistrySink<'a> {
             let head = self
                 .client
                 .head_blob(target, &b.digest)
-                .map_err(|e| self.error(target, e))?;
+                .map_err(|e| self.error(e))?;
             if head.is_none() {
                 crate::debug!("{target}: blob {} is missing; pushing again", b.digest);
                 return Ok(false);
@@ -236,7 +236,7 @@ impl<'a> RegistrySink<'a> {
             && self
                 .client
                 .head_blob(target, &blob.digest)
-                .map_err(|e| self.error(target, e))?
+                .map_err(|e| self.error(e))?
                 .is_some()
         {
             let _ = self.homes.run(&blob.digest, || Ok::<_, ()>(target.clone()));
@@ -246,7 +246,7 @@ impl<'a> RegistrySink<'a> {
             if !self.dry_run {
                 self.client
                     .upload_blob(target, &blob.digest, file, None, &|n| progress.add_bytes(n))
-                    .map_err(|e| self.error(target, e))?;
+                    .map_err(|e| self.error(e))?;
             }
             Ok::<_, SinkError>(target.clone())
         })?;
@@ -283,7 +283,7 @@ impl<'a> RegistrySink<'a> {
                 );
                 None
             }
-            Err(e) => return Err(self.error(target, e)),
+            Err(e) => return Err(self.error(e)),
         };
         crate::debug!(
             "{target}: {} not mounted from {home}; uploading",
@@ -293,7 +293,7 @@ impl<'a> RegistrySink<'a> {
             .upload_blob(target, &blob.digest, file, session, &|n| {
                 progress.add_bytes(n)
             })
-            .map_err(|e| self.error(target, e))?;
+            .map_err(|e| self.error(e))?;
         Ok(BlobAction::Uploaded)
     }
 
@@ -304,19 +304,18 @@ impl<'a> RegistrySink<'a> {
             return false;
         }
         let project = crate::destination::project_of(target);
-        match Refusal::recognise(e, target, &self.client.who()) {
+        match Refusal::recognise(e, &self.client.who()) {
             Some(r) => r.blocks().is_none_or(|(p, _)| p != project),
             None => true,
         }
     }
 }
 
-/// A registry error on `repository` as a copy or a check sees it: the destination gone, the
-/// credentials refused, or the run stopping end the run; Harbor's refusals and anything else
-/// fail one image.
-pub fn classify(client: &Client, harbor: bool, repository: &str, e: RegistryError) -> SinkError {
+/// A registry error as a copy or a check sees it: the destination gone, the credentials refused,
+/// or the run stopping end the run; Harbor's refusals and anything else fail one image.
+pub fn classify(client: &Client, harbor: bool, e: RegistryError) -> SinkError {
     // Harbor's refusals concern one project or one tag, not the whole destination.
-    if harbor && let Some(r) = Refusal::recognise(&e, repository, &client.who()) {
+    if harbor && let Some(r) = Refusal::recognise(&e, &client.who()) {
         return SinkError::Image(ImageError::Harbor(r));
     }
     match e {
@@ -419,7 +418,7 @@ impl RegistrySink<'_> {
         let head = self
             .client
             .head_manifest(target, &reference)
-            .map_err(|e| self.error(target, e))?;
+            .map_err(|e| self.error(e))?;
         let found = match head {
             None => return Ok(false),
             Some(h) => match h.digest {
@@ -428,7 +427,7 @@ impl RegistrySink<'_> {
                 None => match self
                     .client
                     .get_manifest(target, &reference)
-                    .map_err(|e| self.error(target, e))?
+                    .map_err(|e| self.error(e))?
                 {
                     Some(m) => Digest::of(&m.bytes),
                     None => return Ok(false),
@@ -461,6 +460,6 @@ impl RegistrySink<'_> {
             .unwrap_or_else(|| digest.to_string());
         self.client
             .put_manifest(target, &reference, manifest.media_type(), manifest.bytes())
-            .map_err(|e| self.error(target, e))
+            .map_err(|e| self.error(e))
     }
 }

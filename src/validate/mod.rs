@@ -127,7 +127,7 @@ impl<'a> Checker<'a> {
                 return Ok(());
             }
             Err(e) => {
-                walk.fail(self.reason(repository, e)?);
+                walk.fail(self.reason(e)?);
                 return Ok(());
             }
         };
@@ -151,7 +151,7 @@ impl<'a> Checker<'a> {
                     return Ok(());
                 }
                 Err(e) => {
-                    walk.fail(self.reason(repository, e)?);
+                    walk.fail(self.reason(e)?);
                     return Ok(());
                 }
             };
@@ -234,7 +234,7 @@ impl<'a> Checker<'a> {
                     continue;
                 }
                 Err(e) => {
-                    walk.fail(self.reason(repository, e)?);
+                    walk.fail(self.reason(e)?);
                     continue;
                 }
             }
@@ -260,7 +260,7 @@ impl<'a> Checker<'a> {
                     digest: blob.digest,
                     role: blob.role.clone(),
                 }),
-                Err(e) => walk.fail(self.reason(repository, e)?),
+                Err(e) => walk.fail(self.reason(e)?),
             }
         }
         Ok(())
@@ -312,9 +312,9 @@ impl<'a> Checker<'a> {
     /// A registry error as a per-tag reason, or as the end of the run when it concerns the whole
     /// destination. A 401 with credentials the destination accepted at the start concerns one
     /// repository (a project the account may not read).
-    fn reason(&self, repository: &str, e: RegistryError) -> Result<Reason, Halt> {
+    fn reason(&self, e: RegistryError) -> Result<Reason, Halt> {
         if self.options.harbor
-            && let Some(r) = Refusal::recognise(&e, repository, &self.client.who())
+            && let Some(r) = Refusal::recognise(&e, &self.client.who())
         {
             return Ok(Reason::Harbor(r));
         }
@@ -330,7 +330,7 @@ impl<'a> Checker<'a> {
                     who: self.client.who(),
                 });
             }
-            e => match classify(self.client, self.options.harbor, repository, e) {
+            e => match classify(self.client, self.options.harbor, e) {
                 SinkError::Fatal(f) => return Err(Halt::Fatal(f)),
                 SinkError::Stopped => return Err(Halt::Stopped),
                 SinkError::Image(ImageError::Registry { error, .. }) => error,

@@ -44,9 +44,9 @@ pub enum Blocks {
 }
 
 impl Refusal {
-    /// Harbor's answer to a request on `repository` as a refusal, when it is one; `who` names the
-    /// account for messages.
-    pub fn recognise(e: &RegistryError, repository: &str, who: &str) -> Option<Refusal> {
+    /// Harbor's answer to a `/v2` request as a refusal, when it is one; `who` names the account
+    /// for messages.
+    pub fn recognise(e: &RegistryError, who: &str) -> Option<Refusal> {
         let RegistryError::Status {
             method,
             url,
@@ -58,6 +58,7 @@ impl Refusal {
             return None;
         };
         let project_of = |r: &str| crate::destination::project_of(r).to_string();
+        let repository = repository_in(url)?;
         // A HEAD carries no body, so no reason: a refused read of that repository.
         if *status == 401 && errors.is_empty() && method == "HEAD" {
             return Some(Refusal::NoRight {
@@ -173,6 +174,16 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
+/// The repository a `/v2/<repository>/(blobs|manifests|tags)/…` URL names.
+fn repository_in(url: &str) -> Option<&str> {
+    let rest = &url[url.find("/v2/")? + 4..];
+    ["/blobs/", "/manifests/", "/tags/"]
+        .iter()
+        .filter_map(|m| rest.find(m))
+        .min()
+        .map(|i| &rest[..i])
+}
+
 /// Harbor wraps errors as `msg: cause`, and many of its `/v2` answers repeat one text twice that way.
 fn undoubled(message: &str) -> &str {
     let n = message.len();
@@ -194,9 +205,13 @@ mod tests {
     use crate::registry::error::ApiError;
 
     fn answer(status: u16, code: &str, message: &str) -> RegistryError {
+        at("http://h/v2/q/one/blobs/uploads/x", status, code, message)
+    }
+
+    fn at(url: &str, status: u16, code: &str, message: &str) -> RegistryError {
         RegistryError::Status {
             method: "PUT".into(),
-            url: "u".into(),
+            url: url.into(),
             status,
             errors: vec![ApiError {
                 code: code.into(),
@@ -215,7 +230,7 @@ mod tests {
             "project nope not found: project nope not found",
         );
         assert_eq!(
-            Refusal::recognise(&missing, "nope/app", who),
+            Refusal::recognise(&missing, who),
             Some(Refusal::ProjectMissing {
                 project: "nope".into()
             })
@@ -223,7 +238,6 @@ mod tests {
         let push = "unauthorized to access repository: other/app, action: push";
         let r = Refusal::recognise(
             &answer(401, "UNAUTHORIZED", &format!("{push}: {push}")),
-            "other/app",
             who,
         )
         .unwrap();
@@ -233,32 +247,39 @@ mod tests {
             format!("{who} may not push in Harbor project other: {push}")
         );
         let quota = "adding 4.9 KiB of storage resource, which when updated to current usage of 5.9 KiB will exceed the configured upper limit of 10.0 KiB.";
-        let r = Refusal::recognise(&answer(403, "DENIED", quota), "q/one", who).unwrap();
+        let r = Refusal::recognise(&answer(403, "DENIED", quota), who).unwrap();
         assert_eq!(
             r.to_string(),
             format!("quota exceeded in project q: {quota}")
         );
         assert_eq!(r.blocks(), Some(("q", Blocks::Writes)));
         let immutable = "Failed to process request due to 'team/app:v1' configured as immutable.";
-        let r = Refusal::recognise(&answer(412, "PRECONDITION", immutable), "p/team/app", who);
+        let r = Refusal::recognise(&answer(412, "PRECONDITION", immutable), who);
         assert!(r.unwrap().to_string().starts_with("immutable in Harbor: "));
         // Plain registries' refusals are not Harbor's.
         assert_eq!(
-            Refusal::recognise(
-                &answer(401, "UNAUTHORIZED", "authentication required"),
-                "a/b",
-                who
-            ),
+            Refusal::recognise(&answer(401, "UNAUTHORIZED", "authentication required"), who),
             None
         );
         assert_eq!(
             Refusal::recognise(
                 &answer(403, "DENIED", "requested access to the resource is denied"),
-                "a/b",
                 who
             ),
             None
         );
+        // A HEAD has no body: a refused read of the repository in its URL.
+        let head = RegistryError::Status {
+            method: "HEAD".into(),
+            url: "http://h/v2/org/team/app/manifests/1.0".into(),
+            status: 401,
+            errors: Vec::new(),
+            retry_after: None,
+        };
+        let r = Refusal::recognise(&head, who).unwrap();
+        assert_eq!(r.blocks(), Some(("org", Blocks::Everything)));
+        assert_eq!(repository_in("http://h/v2/a/b/c/tags/list"), Some("a/b/c"));
+        assert_eq!(repository_in("http://h/api/v2.0/projects"), None);
         assert_eq!(undoubled("a: b"), "a: b");
         assert_eq!(undoubled("x: x"), "x");
     }
