@@ -10,6 +10,7 @@ pub mod inventory;
 pub mod manifest;
 pub mod messages;
 pub mod names;
+pub mod preflight;
 pub mod problem;
 pub mod progress;
 pub mod registry;

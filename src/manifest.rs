@@ -143,6 +143,7 @@ pub struct RawManifest {
     layers: Vec<Descriptor>,
     manifests: Vec<Descriptor>,
     artifact_type: Option<String>,
+    subject: Option<Descriptor>,
 }
 
 impl RawManifest {
@@ -161,6 +162,7 @@ impl RawManifest {
             layers: view.layers,
             manifests: view.manifests,
             artifact_type: view.artifact_type,
+            subject: view.subject,
         })
     }
 
@@ -190,6 +192,10 @@ impl RawManifest {
     }
     pub fn artifact_type(&self) -> Option<&str> {
         self.artifact_type.as_deref()
+    }
+    /// The manifest this one refers to (OCI 1.1 `subject`: a signature, an SBOM, an attestation).
+    pub fn subject(&self) -> Option<&Descriptor> {
+        self.subject.as_ref()
     }
     pub fn len(&self) -> u64 {
         self.bytes.len() as u64
@@ -225,6 +231,7 @@ struct View {
     layers: Vec<Descriptor>,
     manifests: Vec<Descriptor>,
     artifact_type: Option<String>,
+    subject: Option<Descriptor>,
 }
 
 fn classify(wire: wire::Manifest) -> Result<View, ManifestError> {
@@ -261,6 +268,7 @@ fn classify(wire: wire::Manifest) -> Result<View, ManifestError> {
             layers,
             manifests: Vec::new(),
             artifact_type: None,
+            subject: None,
         });
     }
     if wire.schema_version != Some(2) {
@@ -278,6 +286,8 @@ fn classify(wire: wire::Manifest) -> Result<View, ManifestError> {
             return Err(ManifestError::Unsupported(format!("mediaType {other:?}")));
         }
     };
+    // Only used to order a referrer after its subject: one that cannot be read is left out.
+    let subject = wire.subject.and_then(|d| d.into_descriptor("subject").ok());
     let descriptors = |list: Option<Vec<wire::Descriptor>>, field: &str| {
         list.unwrap_or_default()
             .into_iter()
@@ -304,6 +314,7 @@ fn classify(wire: wire::Manifest) -> Result<View, ManifestError> {
             layers: Vec::new(),
             manifests: descriptors(wire.manifests, "manifests")?,
             artifact_type: wire.artifact_type,
+            subject,
         });
     }
     let media_type = declared.unwrap_or_else(|| mt::OCI_MANIFEST.to_string());
@@ -333,6 +344,7 @@ fn classify(wire: wire::Manifest) -> Result<View, ManifestError> {
         layers,
         manifests: Vec::new(),
         artifact_type: wire.artifact_type,
+        subject,
     })
 }
 
@@ -359,6 +371,7 @@ mod wire {
         pub manifests: Option<Vec<Descriptor>>,
         pub fs_layers: Option<Vec<FsLayer>>,
         pub signatures: Option<serde_json::Value>,
+        pub subject: Option<Descriptor>,
     }
 
     #[derive(Deserialize)]

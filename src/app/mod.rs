@@ -17,7 +17,9 @@ use crate::destination::Mapping;
 use crate::engine::{Failure, Fatal, ImageOutcome, ImageStatus, Stop};
 use crate::filter::{Filters, read_image_list};
 use crate::inventory::{Inventory, InventoryOptions};
+use crate::preflight::Harbor;
 use crate::registry::credentials::read_password_stdin;
+use crate::registry::harbor::{self, Account};
 use crate::registry::{Client, ClientOptions, CredentialOptions, Endpoint};
 use crate::shard::{self, IndexFrom, Shard};
 use crate::source::{Needs, OpenOptions, Source};
@@ -100,8 +102,21 @@ pub fn stop_switch() -> Stop {
     stop
 }
 
-/// Resolves the destination, its credentials and TLS options, and connects (ping + credential check).
-pub fn connect(args: &RegistryArgs, jobs: usize, stop: &Stop) -> anyhow::Result<Client> {
+/// A connected destination, and what Harbor said about itself when it is Harbor.
+pub struct Destination {
+    pub client: Client,
+    pub harbor: Option<Harbor>,
+}
+
+/// Resolves the destination, its credentials and TLS options, connects (ping), and checks the
+/// credentials once: for Harbor through `users/current` (a wrong robot secret counts as
+/// anonymous there), elsewhere with a token without scope. `push` needs an account.
+pub fn connect(
+    args: &RegistryArgs,
+    jobs: usize,
+    stop: &Stop,
+    push: bool,
+) -> anyhow::Result<Destination> {
     let endpoint = Endpoint::parse(&args.destination, args.tls_verify)?;
     let mut options = CredentialOptions::from_env();
     options.username = args.username.clone();
@@ -118,7 +133,8 @@ pub fn connect(args: &RegistryArgs, jobs: usize, stop: &Stop) -> anyhow::Result<
         );
     }
     let host = endpoint.host.clone();
-    Client::connect(ClientOptions {
+    let cannot = || format!("cannot use destination {host}");
+    let client = Client::connect(ClientOptions {
         endpoint,
         tls_verify: args.tls_verify,
         ca_cert: args.ca_cert.clone(),
@@ -128,7 +144,38 @@ pub fn connect(args: &RegistryArgs, jobs: usize, stop: &Stop) -> anyhow::Result<
         connections: jobs,
         stop: stop.clone(),
     })
-    .with_context(|| format!("cannot use destination {host}"))
+    .with_context(cannot)?;
+    if !harbor::detect(&client) {
+        client.check_credentials().with_context(cannot)?;
+        return Ok(Destination {
+            client,
+            harbor: None,
+        });
+    }
+    let account = harbor::account(&client).with_context(cannot)?;
+    match &account {
+        Account::Anonymous if client.has_credentials() => anyhow::bail!(
+            "{}: Harbor does not accept the credentials of {}: GET /api/v2.0/users/current answered 401 (Harbor takes a wrong, expired or disabled robot secret for anonymous)",
+            cannot(),
+            client.who()
+        ),
+        Account::Anonymous if push => anyhow::bail!(
+            "{}: Harbor needs credentials to push: pass --username with --password-stdin, set FERRY_USERNAME/FERRY_PASSWORD, or use --authfile",
+            cannot()
+        ),
+        Account::Unknown { status } => {
+            crate::debug!(
+                "GET /api/v2.0/users/current answered {status}; checking the credentials with a token"
+            );
+            client.check_credentials().with_context(cannot)?;
+        }
+        _ => {}
+    }
+    let version = harbor::version(&client);
+    Ok(Destination {
+        client,
+        harbor: Some(Harbor { version, account }),
+    })
 }
 
 /// The destination mapping the flags ask for (push and validate must agree on it).

@@ -1,8 +1,9 @@
 //! `ferry push`: a storage tree into Harbor or any OCI registry, digests kept, each blob sent once.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
+use anyhow::Context;
 use indicatif::HumanBytes;
 use serde::Serialize;
 
@@ -10,17 +11,19 @@ use super::Outcome;
 use crate::cli::{GlobalArgs, PushArgs};
 use crate::destination::{Mapping, project_of};
 use crate::digest::Digest;
+use crate::engine::depends::{self, Subjects};
 use crate::engine::{self, Copy, CopyCounts, Fatal, ImageOutcome, ImageStatus};
-use crate::inventory::{Image, Inventory};
+use crate::inventory::Image;
 use crate::manifest::ManifestKind;
+use crate::note;
+use crate::preflight::{self, Need, Preflight};
 use crate::progress::Progress;
-use crate::registry::harbor::{self, ProjectStatus};
+use crate::registry::harbor::Account;
 use crate::report::{write_json_file, write_lines_file};
 use crate::shard::homes::{self, ShardPlan};
 use crate::shard::{IndexFrom, Shard};
 use crate::sink::BlobAction;
 use crate::sink::registry::RegistrySink;
-use crate::{error, note};
 
 #[derive(Serialize)]
 struct PushReport<'a> {
@@ -28,10 +31,15 @@ struct PushReport<'a> {
     source: String,
     destination: &'a str,
     harbor: bool,
+    /// Harbor's version (systeminfo), when it says.
+    harbor_version: Option<&'a str>,
+    /// Who Harbor took the credentials for.
+    harbor_account: Option<&'a Account>,
     dry_run: bool,
     elapsed_seconds: f64,
     counts: &'a CopyCounts,
-    projects: &'a BTreeMap<String, Result<ProjectStatus, String>>,
+    /// Per Harbor project: status, rights, quota, what this run adds, why it was refused.
+    projects: &'a Preflight,
     shard: Option<ShardReport<'a>>,
     /// Why the run stopped early, when it did.
     stopped: Option<String>,
@@ -63,8 +71,9 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         args.cache_dir.as_deref(),
     )?;
     let stop = super::stop_switch();
-    let client = super::connect(&args.registry, usize::from(args.jobs), &stop)?;
-    let harbor = harbor::detect(&client);
+    let destination = super::connect(&args.registry, usize::from(args.jobs), &stop, true)?;
+    let client = &destination.client;
+    let harbor = destination.harbor.as_ref();
     let mapping = super::mapping(&args.mapping);
     let mut inventory = super::images_to_move(tree.as_ref(), &filters, args.untagged)?;
     let ShardPlan {
@@ -76,7 +85,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     } = homes::plan(
         std::mem::take(&mut inventory.images),
         shard.map_or(Shard::ALL, |(s, _)| s),
-        |image| pushable(&mapping, harbor, image),
+        |image| pushable(&mapping, harbor.is_some(), image),
     );
     inventory.images = images;
     note!(
@@ -84,7 +93,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         inventory.images.len(),
         tree.location().display(),
         client.base(),
-        if harbor { " (Harbor)" } else { "" },
+        if harbor.is_some() { " (Harbor)" } else { "" },
         if args.dry_run { ", dry run" } else { "" }
     );
     if let Some((s, _)) = shard {
@@ -95,30 +104,49 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
             foreign.len()
         );
     }
+    if let Some(h) = harbor {
+        note!(
+            "Harbor {}, signed in as {}",
+            h.version.as_deref().unwrap_or("(version not shown)"),
+            h.account
+        );
+    }
 
-    let projects = if harbor && !args.no_create_projects {
-        ensure_projects(&client, &inventory, &mapping, args.dry_run)?
-    } else {
-        BTreeMap::new()
+    let preflight = match harbor {
+        Some(_) => preflight::check(
+            client,
+            &inventory.images,
+            &mapping,
+            Need::Push {
+                create: !args.no_create_projects,
+                dry_run: args.dry_run,
+            },
+        )
+        .with_context(|| format!("cannot use destination {}", client.host()))?,
+        None => Preflight::default(),
     };
-    let broken_projects: HashMap<String, String> = projects
-        .iter()
-        .filter_map(|(p, r)| r.as_ref().err().map(|e| (p.clone(), e.clone())))
-        .collect();
+    preflight.tell();
 
     let totals = inventory.totals();
+    let foreign_homes: BTreeMap<Digest, String> =
+        foreign.iter().map(|(d, r)| (*d, r.clone())).collect();
     let progress = Progress::new(
         if args.dry_run { "check" } else { "push" },
         inventory.images.len() as u64,
         totals.unique_bytes,
     );
-    let foreign_homes: BTreeMap<Digest, String> =
-        foreign.iter().map(|(d, r)| (*d, r.clone())).collect();
-    let sink = RegistrySink::new(&client, mapping, harbor, args.dry_run, broken_projects)
-        .with_foreign_homes(foreign)
-        .verifying_sources(args.verify);
+    let sink = RegistrySink::new(
+        client,
+        mapping,
+        harbor.is_some(),
+        args.dry_run,
+        preflight.projects(),
+    )
+    .with_foreign_homes(foreign)
+    .verifying_sources(args.verify);
     let images = &inventory.images;
-    // Home images first (other shards mount from them), in plan order within each batch.
+    // Home images first (other shards mount from them), in plan order within each group, and
+    // still every signature after its subject.
     let mut batch_of = vec![0; images.len()];
     for (b, batch) in batches.iter().enumerate() {
         for &i in batch {
@@ -127,8 +155,10 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     }
     let mut order = engine::plan_order(images);
     order.sort_by_key(|&i| batch_of[i]);
+    let order = depends::after_subjects(order, &depends::subjects(images));
+    let subjects = Subjects::of(images);
     let run = engine::run(
-        &Copy::new(&sink),
+        &Copy::new(&sink).after_subjects(&subjects, &stop),
         images,
         &order,
         usize::from(args.jobs),
@@ -141,6 +171,13 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
 
     if args.dry_run {
         print_plan(&run.outcomes)?;
+        if harbor.is_some() {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            writeln!(out)?;
+            preflight.write_table(&mut out, &planned_adds(&preflight, images, &run.outcomes))?;
+            out.flush()?;
+        }
     }
     super::report_failures(&run.outcomes);
     let failed = run.failed_list();
@@ -152,11 +189,13 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
                 command: "push",
                 source: tree.location().display().to_string(),
                 destination: client.base(),
-                harbor,
+                harbor: harbor.is_some(),
+                harbor_version: harbor.and_then(|h| h.version.as_deref()),
+                harbor_account: harbor.map(|h| &h.account),
                 dry_run: args.dry_run,
                 elapsed_seconds: elapsed.as_secs_f64(),
                 counts: &counts,
-                projects: &projects,
+                projects: &preflight,
                 shard: shard.map(|(s, from)| ShardReport {
                     index: s.index,
                     count: s.count,
@@ -170,13 +209,17 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
             },
         )?;
     }
-    note!("{}", summary(&counts, args.dry_run, elapsed));
+    let mut line = summary(&counts, args.dry_run, elapsed);
+    if let Some(v) = harbor.and_then(|h| h.version.as_deref()) {
+        line += &format!(" (Harbor {v})");
+    }
+    note!("{line}");
     let outcome = super::finish_run("push", &failed, &args.failed_list, run.stopped.as_ref());
     Ok(super::with_source_problems(outcome, &inventory))
 }
 
 /// Where push will send `image`, for the blob homes: what `RegistrySink::target` decides from the
-/// image and the flags alone (a project that cannot be created is only known later, in one shard).
+/// image and the flags alone (a project that cannot be used is only known later, in one shard).
 fn pushable(mapping: &Mapping, harbor: bool, image: &Image) -> Option<String> {
     if image
         .manifest()
@@ -189,43 +232,34 @@ fn pushable(mapping: &Mapping, harbor: bool, image: &Image) -> Option<String> {
     Some(destination)
 }
 
-/// Creates (or, in a dry run, checks) the Harbor projects the selected images need.
-fn ensure_projects(
-    client: &crate::registry::Client,
-    inventory: &Inventory,
-    mapping: &Mapping,
-    dry_run: bool,
-) -> anyhow::Result<BTreeMap<String, Result<ProjectStatus, String>>> {
-    let needed: BTreeSet<String> = inventory
-        .images
-        .iter()
-        .filter(|i| i.is_ok())
-        .map(|i| mapping.destination(&i.repository))
-        .filter(|d| mapping.check(d, true).is_ok())
-        .map(|d| project_of(&d).to_string())
-        .collect();
-    let mut out = BTreeMap::new();
-    for project in needed {
-        match harbor::ensure_project(client, &project, dry_run) {
-            Ok(status) => {
-                match status {
-                    ProjectStatus::Created => note!("created Harbor project {project}"),
-                    ProjectStatus::WouldCreate => note!("would create Harbor project {project}"),
-                    ProjectStatus::Exists => {}
-                }
-                out.insert(project, Ok(status));
-            }
-            Err(e) if e.is_unauthorized() => {
-                anyhow::bail!("cannot use destination {}: {e}", client.base())
-            }
-            Err(e) => {
-                let reason = format!("Harbor project {project}: {e}");
-                error!("{reason}");
-                out.insert(project, Err(reason));
+/// Bytes a dry run's plan adds to each Harbor project: blobs it would upload or mount there
+/// (each once per project) and the manifests of the images it would push.
+fn planned_adds(
+    preflight: &Preflight,
+    images: &[Image],
+    outcomes: &[ImageOutcome],
+) -> BTreeMap<String, u64> {
+    let mut adds: BTreeMap<String, u64> =
+        preflight.projects.keys().map(|p| (p.clone(), 0)).collect();
+    let mut seen: HashSet<(String, Digest)> = HashSet::new();
+    for (image, outcome) in images.iter().zip(outcomes) {
+        let (ImageStatus::Copied, Some(target)) = (&outcome.status, &outcome.target) else {
+            continue;
+        };
+        let project = project_of(target).to_string();
+        let blobs = outcome
+            .blobs
+            .iter()
+            .filter(|b| matches!(b.action, BlobAction::Uploaded | BlobAction::Mounted))
+            .map(|b| (b.digest, b.size));
+        let manifests = image.manifests.iter().map(|m| (m.digest(), m.len()));
+        for (digest, size) in blobs.chain(manifests) {
+            if seen.insert((project.clone(), digest)) {
+                *adds.entry(project.clone()).or_default() += size;
             }
         }
     }
-    Ok(out)
+    adds
 }
 
 fn print_plan(outcomes: &[ImageOutcome]) -> anyhow::Result<()> {

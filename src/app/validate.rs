@@ -2,11 +2,13 @@
 
 use std::io::{self, Write};
 
+use anyhow::Context;
 use serde::Serialize;
 
 use super::Outcome;
 use crate::cli::{GlobalArgs, ValidateArgs, ValidateFormat};
 use crate::engine::{self, Fatal};
+use crate::preflight::{self, Need, Preflight};
 use crate::progress::Progress;
 use crate::report::{write_json_file, write_lines_file};
 use crate::validate::{Checker, Counts, Options, PlatformSelection, Status, Verdict};
@@ -17,6 +19,8 @@ struct ValidateReport<'a> {
     command: &'static str,
     source: String,
     destination: &'a str,
+    /// Harbor's version (systeminfo), when it says.
+    harbor_version: Option<&'a str>,
     platforms: String,
     shallow: bool,
     shard: Option<String>,
@@ -40,20 +44,36 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
     )?;
     let jobs = usize::from(args.jobs);
     let stop = super::stop_switch();
-    let client = super::connect(&args.registry, jobs, &stop)?;
+    let destination = super::connect(&args.registry, jobs, &stop, false)?;
+    let client = &destination.client;
+    let harbor = destination.harbor.as_ref();
     let mapping = super::mapping(&args.mapping);
     let inventory = super::images_to_move(tree.as_ref(), &filters, false)?;
     note!(
-        "ferry validate: {} tags from {} against {} ({}{}{})",
+        "ferry validate: {} tags from {} against {}{} ({}{}{})",
         inventory.images.len(),
         tree.location().display(),
         client.base(),
+        if harbor.is_some() { " (Harbor)" } else { "" },
         platforms,
         if args.shallow { ", shallow" } else { "" },
         shard
             .map(|(s, _)| format!(", shard {s}"))
             .unwrap_or_default()
     );
+    let preflight = match harbor {
+        Some(h) => {
+            note!(
+                "Harbor {}, signed in as {}",
+                h.version.as_deref().unwrap_or("(version not shown)"),
+                h.account
+            );
+            preflight::check(client, &inventory.images, &mapping, Need::Pull)
+                .with_context(|| format!("cannot use destination {}", client.host()))?
+        }
+        None => Preflight::default(),
+    };
+    preflight.tell();
     let totals = inventory.totals();
     let progress = Progress::new(
         "validate",
@@ -63,8 +83,10 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
     let options = Options {
         shallow: args.shallow,
         platforms: platforms.clone(),
+        harbor: harbor.is_some(),
+        closed: preflight.projects().closed,
     };
-    let checker = Checker::new(&client, mapping, options);
+    let checker = Checker::new(client, mapping, options);
     let images = &inventory.images;
     let run = engine::run(
         &checker,
@@ -121,6 +143,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
                 command: "validate",
                 source: tree.location().display().to_string(),
                 destination: client.base(),
+                harbor_version: harbor.and_then(|h| h.version.as_deref()),
                 platforms: platforms.to_string(),
                 shallow: args.shallow,
                 shard: shard.map(|(s, _)| s.to_string()),

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use serde::{Serialize, Serializer};
 
+use super::depends::{SUBJECT_WAIT_MAX, SubjectEnd, Subjects, Waited};
 use super::outcome::{Failure, Fatal, Outcome, Step};
+use super::stop::Stop;
 use super::{Halt, Job};
 use crate::digest::Digest;
 use crate::inventory::Image;
@@ -128,18 +130,27 @@ impl CopyCounts {
 /// Copies images into one sink.
 pub struct Copy<'a, S: Sink> {
     sink: &'a S,
+    /// When set, a referrer waits for its subject in the same run to end before it is written.
+    subjects: Option<(&'a Subjects, &'a Stop)>,
 }
 
 impl<'a, S: Sink> Copy<'a, S> {
     pub fn new(sink: &'a S) -> Copy<'a, S> {
-        Copy { sink }
+        Copy {
+            sink,
+            subjects: None,
+        }
     }
-}
 
-impl<S: Sink> Job for Copy<'_, S> {
-    type Outcome = ImageOutcome;
+    /// Writes a signature (or a manifest with a `subject`) only after its subject's copy ended
+    /// (Harbor up to 2.7 refuses a signature whose subject is absent); a subject that failed
+    /// fails it too.
+    pub fn after_subjects(mut self, subjects: &'a Subjects, stop: &'a Stop) -> Copy<'a, S> {
+        self.subjects = Some((subjects, stop));
+        self
+    }
 
-    fn run(&self, image: &Image, progress: &Progress) -> Result<ImageOutcome, Halt> {
+    fn copy(&self, image: &Image, progress: &Progress) -> Result<ImageOutcome, Halt> {
         let mut outcome = ImageOutcome::new(image);
         if !image.is_ok() {
             outcome.status = ImageStatus::Failed(Failure::Source(image.problem_summary()));
@@ -153,6 +164,28 @@ impl<S: Sink> Job for Copy<'_, S> {
             }
         };
         outcome.target = Some(target.to_string());
+        if let Some((subjects, stop)) = self.subjects {
+            match subjects.wait(image, stop, SUBJECT_WAIT_MAX) {
+                Waited::NoSubject
+                | Waited::Ended {
+                    end: SubjectEnd::Done,
+                    ..
+                } => {}
+                Waited::Ended {
+                    subject,
+                    end: SubjectEnd::Failed(reason),
+                } => {
+                    outcome.status = ImageStatus::Failed(Failure::Subject { subject, reason });
+                    return Ok(outcome);
+                }
+                Waited::TimedOut { subject } => crate::warn!(
+                    "{}: its subject {subject} is still in progress after {} min; going on without waiting",
+                    image.reference(),
+                    SUBJECT_WAIT_MAX.as_secs() / 60
+                ),
+                Waited::Stopped => return Err(Halt::Stopped),
+            }
+        }
         let Err(failed) = self.steps(&target, image, progress, &mut outcome) else {
             return Ok(outcome);
         };
@@ -166,7 +199,32 @@ impl<S: Sink> Job for Copy<'_, S> {
         }
     }
 
+    /// Opens the latch of `image` for its referrers.
+    fn ended(&self, image: &Image, end: impl FnOnce() -> SubjectEnd) {
+        if let Some((subjects, _)) = self.subjects {
+            subjects.finished(image, end());
+        }
+    }
+}
+
+impl<S: Sink> Job for Copy<'_, S> {
+    type Outcome = ImageOutcome;
+
+    fn run(&self, image: &Image, progress: &Progress) -> Result<ImageOutcome, Halt> {
+        let result = self.copy(image, progress);
+        self.ended(image, || match &result {
+            Ok(o) => match &o.status {
+                ImageStatus::Failed(f) => SubjectEnd::Failed(f.to_string()),
+                ImageStatus::NotDone(cause) => SubjectEnd::Failed(cause.to_string()),
+                ImageStatus::Copied | ImageStatus::Skipped => SubjectEnd::Done,
+            },
+            Err(_) => SubjectEnd::Failed("the run stopped".to_string()),
+        });
+        result
+    }
+
     fn not_done(&self, image: &Image, cause: &Fatal, started: bool) -> ImageOutcome {
+        self.ended(image, || SubjectEnd::Failed(cause.to_string()));
         let mut outcome = ImageOutcome::new(image);
         outcome.status = if started {
             ImageStatus::Failed(Failure::Stopped(cause.clone()))

@@ -2,6 +2,7 @@
 //! worker pool, and is the only place that decides to stop a run.
 
 pub mod copy;
+pub mod depends;
 pub mod once;
 pub mod outcome;
 pub mod stop;
@@ -114,7 +115,8 @@ pub fn in_order(images: &[Image]) -> Vec<usize> {
 /// Puts images in the order they are worked on. Images are grouped by their largest shared blob
 /// (groups of bigger blobs first) and taken one per group in turn, so the first images each
 /// start a different shared blob and later ones find their blobs there (mount, not wait).
-/// Images sharing nothing come last, in their own order.
+/// Images sharing nothing come last, in their own order. Referrers (cosign signatures, manifests
+/// with a `subject`) come after the image they refer to.
 pub fn plan_order(images: &[Image]) -> Vec<usize> {
     let mut users: HashMap<Digest, usize> = HashMap::new();
     for image in images {
@@ -152,5 +154,5 @@ pub fn plan_order(images: &[Image]) -> Vec<usize> {
         });
     }
     order.extend(alone);
-    order
+    depends::after_subjects(order, &depends::subjects(images))
 }

@@ -163,9 +163,11 @@ impl fmt::Display for Step {
 pub enum Failure {
     /// The source image is broken: there is nothing sound to copy.
     Source(String),
-    /// The sink will not take it: a name the destination refuses, a schema1 manifest, a project
-    /// that could not be created.
-    Refused(String),
+    /// The sink will not take it: a name the destination refuses, a schema1 manifest, a Harbor
+    /// project that cannot take it.
+    Refused(ImageError),
+    /// The image it refers to (a signature's subject) was not pushed.
+    Subject { subject: String, reason: String },
     /// A step failed.
     Step { step: Step, error: ImageError },
     /// It was in progress when the run stopped.
@@ -176,7 +178,13 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Source(problems) => write!(f, "source: {problems}"),
-            Failure::Refused(why) => f.write_str(why),
+            Failure::Refused(why) => write!(f, "{why}"),
+            Failure::Subject { subject, reason } => {
+                write!(
+                    f,
+                    "not pushed: its subject {subject} was not pushed ({reason})"
+                )
+            }
             Failure::Step { step, error } => write!(f, "{step}: {error}"),
             Failure::Stopped(cause) => write!(f, "stopped while in progress: {cause}"),
         }

@@ -156,18 +156,50 @@ impl Auth {
             Challenge::None => Ok(None),
             Challenge::Basic => Ok(self.basic()),
             Challenge::Bearer { realm, service } => {
-                let key = scope_key(scopes);
-                if let Some(t) = self.tokens.lock().unwrap().get(&key)
-                    && Instant::now() < t.renew_at
-                {
-                    return Ok(Some(Secret::new(format!("Bearer {}", t.value.expose()))));
-                }
-                let token = self.fetch_token(agent, &realm, service.as_deref(), scopes)?;
-                let header = Secret::new(format!("Bearer {}", token.value.expose()));
-                self.tokens.lock().unwrap().insert(key, token);
-                Ok(Some(header))
+                let token = self.token(agent, &realm, service.as_deref(), scopes)?;
+                Ok(Some(Secret::new(format!("Bearer {}", token.expose()))))
             }
         }
+    }
+
+    /// The actions the registry's token for `scope` grants on its repository, read from the
+    /// token's `access` claim (the token is kept for the requests that follow); `None` when the
+    /// registry does not hand out tokens or its tokens do not say.
+    pub fn granted(
+        &self,
+        agent: &ureq::Agent,
+        scope: &Scope,
+    ) -> Result<Option<Vec<String>>, RegistryError> {
+        let Challenge::Bearer { realm, service } = self.challenge() else {
+            return Ok(None);
+        };
+        let token = self.token(
+            agent,
+            &realm,
+            service.as_deref(),
+            std::slice::from_ref(scope),
+        )?;
+        Ok(super::jwt::granted(token.expose(), &scope.repository))
+    }
+
+    /// A cached token for `scopes`, or a fresh one.
+    fn token(
+        &self,
+        agent: &ureq::Agent,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[Scope],
+    ) -> Result<Secret, RegistryError> {
+        let key = scope_key(scopes);
+        if let Some(t) = self.tokens.lock().unwrap().get(&key)
+            && Instant::now() < t.renew_at
+        {
+            return Ok(t.value.clone());
+        }
+        let token = self.fetch_token(agent, realm, service, scopes)?;
+        let value = token.value.clone();
+        self.tokens.lock().unwrap().insert(key, token);
+        Ok(value)
     }
 
     /// `Basic` with the credentials, for Basic challenges and Harbor's API.

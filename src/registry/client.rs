@@ -157,7 +157,8 @@ impl Health {
 }
 
 impl Client {
-    /// Builds the client, finds a scheme that answers `/v2/`, learns the auth challenge and checks credentials.
+    /// Builds the client, finds a scheme that answers `/v2/` and learns the auth challenge (a
+    /// Basic challenge checks the credentials too; `check_credentials` does for tokens).
     pub fn connect(options: ClientOptions) -> Result<Client, RegistryError> {
         let agent = build_agent(&options)?;
         let mut last_error = None;
@@ -184,12 +185,7 @@ impl Client {
                 client.probe()
             };
             match probed {
-                Ok(()) => {
-                    client.retrying("GET", "the token service", || {
-                        client.auth.verify(&client.agent)
-                    })?;
-                    return Ok(client);
-                }
+                Ok(()) => return Ok(client),
                 Err(e @ RegistryError::Transport { .. }) if !last => {
                     crate::debug!("{e}; trying the next scheme");
                     last_error = Some(e);
@@ -213,6 +209,20 @@ impl Client {
 
     pub fn has_credentials(&self) -> bool {
         self.auth.has_credentials()
+    }
+
+    /// Asks the token service for a token without scope, as `docker login` does: refused
+    /// credentials fail here, before anything is sent.
+    pub fn check_credentials(&self) -> Result<(), RegistryError> {
+        self.retrying("GET", "the token service", || self.auth.verify(&self.agent))
+    }
+
+    /// The actions the destination's token for `repository:<repository>:pull,push` grants there
+    /// (from its `access` claim); `None` when it does not use tokens or they do not say.
+    pub fn granted(&self, repository: &str) -> Result<Option<Vec<String>>, RegistryError> {
+        self.retrying("GET", "the token service", || {
+            self.auth.granted(&self.agent, &Scope::push(repository))
+        })
     }
 
     /// "user alice (from …)" or "no credentials", for messages about refusals.
@@ -506,14 +516,18 @@ impl Client {
         }
     }
 
-    /// After a 401: adopt a changed challenge and drop the cached token.
+    /// After a 401: adopt a changed challenge and drop the cached token. Harbor answers every
+    /// refused request that carried a token (an expired one too) with `Basic realm="harbor"`:
+    /// tokens stay the way in, so a Bearer challenge is never traded for Basic.
     fn learn_challenge(&self, response: &Response<Body>, scopes: &[Scope]) {
+        let current = self.auth.challenge();
         if let Some(c) = response
             .headers()
             .get("www-authenticate")
             .and_then(|v| v.to_str().ok())
             .and_then(Challenge::parse)
-            && c != self.auth.challenge()
+            && c != current
+            && !(c == Challenge::Basic && matches!(current, Challenge::Bearer { .. }))
         {
             self.auth.set_challenge(c);
         }
@@ -826,8 +840,20 @@ impl Client {
         path: &str,
         json: Option<&serde_json::Value>,
     ) -> Result<(u16, Vec<u8>), RegistryError> {
+        self.api_with(method, path, json, &[])
+    }
+
+    /// `api` with extra request headers.
+    pub fn api_with(
+        &self,
+        method: &'static str,
+        path: &str,
+        json: Option<&serde_json::Value>,
+        extra: &[(&'static str, &str)],
+    ) -> Result<(u16, Vec<u8>), RegistryError> {
         let body = json.map(|j| j.to_string().into_bytes()).unwrap_or_default();
         let mut headers = vec![("Accept", "application/json".to_string())];
+        headers.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
         if json.is_some() {
             headers.push(("Content-Type", "application/json".to_string()));
         }

@@ -134,14 +134,6 @@ impl RegistryError {
         matches!(self, RegistryError::Transport { timeout: true, .. })
     }
 
-    /// The destination refuses us as a whole (not just one repository): stop the run.
-    pub fn is_unauthorized(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Auth(_) | RegistryError::Certificate { .. }
-        ) || self.status() == Some(401)
-    }
-
     /// Parses an error body (`{"errors":[...]}`); anything else gives no codes.
     pub fn parse_errors(body: &[u8]) -> Vec<ApiError> {
         #[derive(Deserialize)]

@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod endpoint;
 pub mod error;
 pub mod harbor;
+pub mod jwt;
 
 pub use client::{Client, ClientOptions, FetchedManifest, ManifestHead, Mount};
 pub use credentials::{CredentialOptions, CredentialSource, Credentials};

@@ -11,7 +11,7 @@ use super::layout::{
     check_manifest_file, check_tag, image_files, make_dirs, manifest_file, repository_components,
 };
 use super::link::{Ladder, LinkError, Wanted, write_small};
-use super::{BlobAction, Sink, SinkError};
+use super::{BlobAction, ImageError, Sink, SinkError};
 use crate::digest::Digest;
 use crate::inventory::{BlobRef, Image};
 use crate::manifest::RawManifest;
@@ -143,10 +143,9 @@ impl<'a> DirLayout<'a> {
     }
 }
 
-impl Sink for DirLayout<'_> {
-    type Target = ImageFolder;
-
-    fn target(&self, image: &Image) -> Result<ImageFolder, String> {
+impl DirLayout<'_> {
+    /// Where an image goes in the layout, names checked before they become paths.
+    fn locate(&self, image: &Image) -> Result<ImageFolder, String> {
         let top = image
             .digest
             .ok_or_else(|| format!("{}: no manifest digest", image.reference()))?;
@@ -158,6 +157,14 @@ impl Sink for DirLayout<'_> {
             path,
             top,
         })
+    }
+}
+
+impl Sink for DirLayout<'_> {
+    type Target = ImageFolder;
+
+    fn target(&self, image: &Image) -> Result<ImageFolder, ImageError> {
+        self.locate(image).map_err(ImageError::Invalid)
     }
 
     /// Also readies the folder of an incomplete image for the blobs that follow.

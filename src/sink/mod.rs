@@ -13,6 +13,7 @@ use crate::inventory::{BlobRef, Image};
 use crate::manifest::RawManifest;
 use crate::progress::Progress;
 use crate::registry::RegistryError;
+use crate::registry::harbor::Refusal;
 use crate::source::BlobFile;
 use link::LinkError;
 
@@ -43,6 +44,9 @@ pub enum ImageError {
         error: RegistryError,
         hint: Option<String>,
     },
+    /// Harbor refused it (a project it cannot go to, a quota, an immutable tag).
+    #[error(transparent)]
+    Harbor(#[from] Refusal),
     /// A file could not be placed in a layout.
     #[error(transparent)]
     Layout(#[from] LinkError),
@@ -99,8 +103,9 @@ pub trait Sink: Sync {
     /// Where one image goes (a destination repository, a folder).
     type Target: Clone + Send + Sync + fmt::Display;
 
-    /// Maps an image to its target; an error (a name the destination refuses) fails that image at planning time.
-    fn target(&self, image: &Image) -> Result<Self::Target, String>;
+    /// Maps an image to its target; an error (a name the destination refuses, a project that
+    /// cannot take it) fails that image before anything is sent.
+    fn target(&self, image: &Image) -> Result<Self::Target, ImageError>;
 
     /// Whether the image is already complete at its target, so it can be skipped.
     fn image_present(&self, target: &Self::Target, image: &Image) -> Result<bool, SinkError>;

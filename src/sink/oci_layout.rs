@@ -14,7 +14,7 @@ use super::layout::{
     make_dirs, manifest_file, repository_components,
 };
 use super::link::{Ladder, LinkError, Wanted, write_small};
-use super::{BlobAction, Sink, SinkError, Unfinished};
+use super::{BlobAction, ImageError, Sink, SinkError, Unfinished};
 use crate::digest::Digest;
 use crate::engine::once::OnceMap;
 use crate::inventory::{BlobRef, Image};
@@ -213,10 +213,9 @@ fn read_index(path: &Path) -> Result<Vec<Value>, SinkError> {
     }
 }
 
-impl Sink for OciLayout<'_> {
-    type Target = OciTarget;
-
-    fn target(&self, image: &Image) -> Result<OciTarget, String> {
+impl OciLayout<'_> {
+    /// Where an image goes in the layout, names checked before they become paths.
+    fn locate(&self, image: &Image) -> Result<OciTarget, String> {
         let top = image
             .digest
             .ok_or_else(|| format!("{}: no manifest digest", image.reference()))?;
@@ -232,6 +231,14 @@ impl Sink for OciLayout<'_> {
             tag: image.tag.clone(),
             top,
         })
+    }
+}
+
+impl Sink for OciLayout<'_> {
+    type Target = OciTarget;
+
+    fn target(&self, image: &Image) -> Result<OciTarget, ImageError> {
+        self.locate(image).map_err(ImageError::Invalid)
     }
 
     /// Also readies the repository's layout folder.

@@ -12,6 +12,8 @@ use crate::inventory::{BlobRef, Image};
 use crate::manifest::{ManifestKind, RawManifest};
 use crate::progress::Progress;
 use crate::registry::client::Tags;
+use crate::registry::error::Brief;
+use crate::registry::harbor::{Blocks, Refusal};
 use crate::registry::{Client, Mount, RegistryError};
 use crate::source::BlobFile;
 
@@ -33,6 +35,15 @@ enum RepoState {
 /// A lock held while a manifest (or a tag) of one repository is written.
 type ManifestLock = Arc<Mutex<()>>;
 
+/// What a run knows about Harbor projects before it starts (from the preflight).
+#[derive(Debug, Default, Clone)]
+pub struct Projects {
+    /// Projects this run may not send into, or not even read, and why.
+    pub closed: HashMap<String, Refusal>,
+    /// Projects a dry run would create: they hold nothing yet, so nothing is asked there.
+    pub absent: HashSet<String>,
+}
+
 /// Pushes into one registry. With `dry_run`, only reads (HEADs) and records what it would do.
 pub struct RegistrySink<'a> {
     client: &'a Client,
@@ -47,8 +58,11 @@ pub struct RegistrySink<'a> {
     placed: OnceMap<RepoDigest, BlobAction>,
     /// Per destination repository, what its tag list said at the start.
     repos: OnceMap<String, RepoState>,
-    /// Projects that could not be created: their images fail with this reason.
-    broken_projects: HashMap<String, String>,
+    /// Harbor projects closed to this run, from the preflight or learnt from a refusal (a quota
+    /// passed): their images fail with that one reason, and nothing more is sent there.
+    closed: Mutex<HashMap<String, Refusal>>,
+    /// Harbor projects a dry run would create.
+    absent: HashSet<String>,
     /// One lock per (repository, manifest digest) and per (repository, tag): Distribution 2.8
     /// can fail concurrent PUTs of one manifest, and tag links are written like blob links.
     manifest_locks: Mutex<HashMap<(String, String), ManifestLock>>,
@@ -64,7 +78,7 @@ impl<'a> RegistrySink<'a> {
         mapping: Mapping,
         harbor: bool,
         dry_run: bool,
-        broken_projects: HashMap<String, String>,
+        projects: Projects,
     ) -> RegistrySink<'a> {
         RegistrySink {
             client,
@@ -74,7 +88,8 @@ impl<'a> RegistrySink<'a> {
             homes: OnceMap::new(),
             placed: OnceMap::new(),
             repos: OnceMap::new(),
-            broken_projects,
+            closed: Mutex::new(projects.closed),
+            absent: projects.absent,
             manifest_locks: Mutex::new(HashMap::new()),
             foreign_homes: HashMap::new(),
             source_checks: None,
@@ -125,7 +140,48 @@ impl<'a> RegistrySink<'a> {
 
     /// A registry error as the sink's verdict: the end of the run, or this image's failure.
     fn error(&self, e: RegistryError) -> SinkError {
-        classify(self.client, e)
+        classify(self.client, self.harbor, e)
+    }
+
+    /// The refusal that closes the project of `repository` to this step (`writes`: it sends something).
+    fn closed(&self, repository: &str, writes: bool) -> Option<Refusal> {
+        let project = crate::destination::project_of(repository);
+        let closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+        let refusal = closed.get(project)?;
+        match refusal.blocks() {
+            Some((_, Blocks::Everything)) => Some(refusal.clone()),
+            Some((_, Blocks::Writes)) if writes => Some(refusal.clone()),
+            _ => None,
+        }
+    }
+
+    /// Fails a write at once when its project is closed.
+    fn open_for_writes(&self, repository: &str) -> Result<(), SinkError> {
+        match self.closed(repository, true) {
+            Some(r) => Err(SinkError::Image(ImageError::Harbor(r))),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes a project to the rest of the run when Harbor refused it as a whole (a quota
+    /// passed, the project gone, a right missing).
+    fn learn<T>(&self, result: Result<T, SinkError>) -> Result<T, SinkError> {
+        if let Err(SinkError::Image(ImageError::Harbor(r))) = &result
+            && let Some((project, _)) = r.blocks()
+        {
+            let mut closed = self.closed.lock().unwrap_or_else(|e| e.into_inner());
+            if !closed.contains_key(project) {
+                crate::warn!("nothing more is sent into Harbor project {project}: {r}");
+                closed.insert(project.to_string(), r.clone());
+            }
+        }
+        result
+    }
+
+    /// Whether the project of `repository` is one a dry run would create (it holds nothing).
+    fn absent(&self, repository: &str) -> bool {
+        self.absent
+            .contains(crate::destination::project_of(repository))
     }
 
     fn lock(&self, repository: &str, reference: String) -> ManifestLock {
@@ -140,12 +196,16 @@ impl<'a> RegistrySink<'a> {
     /// The repository's state, listing its tags once per run. A listing that fails is learnt
     /// once too: the repository is then treated as unlisted (every tag and blob HEADed).
     fn repo_state(&self, repository: &str) -> Result<RepoState, SinkError> {
+        if self.absent(repository) {
+            return Ok(RepoState::New);
+        }
         let (state, _) = self.repos.run(&repository.to_string(), || {
             Ok::<_, SinkError>(match self.client.tags(repository) {
                 Ok(Tags::Unknown) => RepoState::New,
                 Ok(Tags::Listed(t)) => RepoState::Tags(Arc::new(t.into_iter().collect())),
                 Ok(Tags::Unlisted) => RepoState::Unlisted,
                 Err(e) => match self.error(e) {
+                    harbor @ SinkError::Image(ImageError::Harbor(_)) => return Err(harbor),
                     SinkError::Image(e) => {
                         crate::warn!(
                             "cannot list the tags of {repository} ({e}); checking each of its images instead"
@@ -235,7 +295,8 @@ impl<'a> RegistrySink<'a> {
             }
             return self.link_from(target, blob, file, &here, progress);
         }
-        let new_repo = matches!(self.repos.get(target), Some(RepoState::New));
+        let new_repo =
+            self.absent(target) || matches!(self.repos.get(target), Some(RepoState::New));
         if !new_repo
             && self
                 .client
@@ -316,31 +377,53 @@ impl<'a> RegistrySink<'a> {
         if self.dry_run {
             return Ok(BlobAction::Mounted);
         }
-        match self
-            .client
-            .mount_blob(target, &blob.digest, home)
-            .map_err(|e| self.error(e))?
-        {
-            Mount::Mounted => Ok(BlobAction::Mounted),
-            Mount::Session(url) => {
+        let session = match self.client.mount_blob(target, &blob.digest, home) {
+            Ok(Mount::Mounted) => return Ok(BlobAction::Mounted),
+            Ok(Mount::Session(url)) => Some(url),
+            // Harbor refuses a mount from a project the account cannot pull, with no session.
+            Err(e) if self.mount_refused(target, &e) => {
                 crate::debug!(
-                    "{target}: mount of {} from {home} refused; uploading",
-                    blob.digest
+                    "{target}: mount of {} from {home} refused ({}); uploading",
+                    blob.digest,
+                    Brief(&e)
                 );
-                self.client
-                    .upload_blob(target, &blob.digest, file, Some(url), &|n| {
-                        progress.add_bytes(n)
-                    })
-                    .map_err(|e| self.error(e))?;
-                Ok(BlobAction::Uploaded)
+                None
             }
+            Err(e) => return Err(self.error(e)),
+        };
+        crate::debug!(
+            "{target}: {} not mounted from {home}; uploading",
+            blob.digest
+        );
+        self.client
+            .upload_blob(target, &blob.digest, file, session, &|n| {
+                progress.add_bytes(n)
+            })
+            .map_err(|e| self.error(e))?;
+        Ok(BlobAction::Uploaded)
+    }
+
+    /// A mount answered 401 or 403 for a reason other than the target itself (its quota, its
+    /// project, the right to push there): an upload may still go through.
+    fn mount_refused(&self, target: &str, e: &RegistryError) -> bool {
+        if !matches!(e.status(), Some(401 | 403)) {
+            return false;
+        }
+        let project = crate::destination::project_of(target);
+        match Refusal::recognise(e, &self.client.who()) {
+            Some(r) => r.blocks().is_none_or(|(p, _)| p != project),
+            None => true,
         }
     }
 }
 
 /// A registry error as a copy or a check sees it: the destination gone, the credentials refused,
-/// or the run stopping end the run; anything else fails one image.
-pub fn classify(client: &Client, e: RegistryError) -> SinkError {
+/// or the run stopping end the run; Harbor's refusals and anything else fail one image.
+pub fn classify(client: &Client, harbor: bool, e: RegistryError) -> SinkError {
+    // Harbor's refusals concern one project or one tag, not the whole destination.
+    if harbor && let Some(r) = Refusal::recognise(&e, &client.who()) {
+        return SinkError::Image(ImageError::Harbor(r));
+    }
     match e {
         RegistryError::Gone(f) => SinkError::Fatal(f),
         RegistryError::Stopped => SinkError::Stopped,
@@ -372,25 +455,73 @@ pub fn classify(client: &Client, e: RegistryError) -> SinkError {
 impl Sink for RegistrySink<'_> {
     type Target = String;
 
-    fn target(&self, image: &Image) -> Result<String, String> {
+    fn target(&self, image: &Image) -> Result<String, ImageError> {
         if let Some(m) = image.manifest()
             && m.kind() == ManifestKind::Schema1
         {
-            return Err(format!(
+            return Err(ImageError::Invalid(format!(
                 "schema1 manifest {}: its digest depends on the repository name inside it, so it cannot keep its digest at the destination; not pushed",
                 m.digest()
-            ));
+            )));
         }
         let destination = self.mapping.destination(&image.repository);
-        self.mapping.check(&destination, self.harbor)?;
-        let project = crate::destination::project_of(&destination);
-        if let Some(reason) = self.broken_projects.get(project) {
-            return Err(reason.clone());
+        self.mapping
+            .check(&destination, self.harbor)
+            .map_err(ImageError::Invalid)?;
+        if let Some(r) = self.closed(&destination, false) {
+            return Err(ImageError::Harbor(r));
         }
         Ok(destination)
     }
 
     fn image_present(&self, target: &String, image: &Image) -> Result<bool, SinkError> {
+        self.learn(self.present(target, image))
+    }
+
+    fn put_blob(
+        &self,
+        target: &String,
+        blob: &BlobRef,
+        file: &BlobFile,
+        progress: &Progress,
+    ) -> Result<BlobAction, SinkError> {
+        self.open_for_writes(target)?;
+        let key = (target.clone(), blob.digest);
+        let (action, here) = self.learn(
+            self.placed
+                .run(&key, || self.place(target, blob, file, progress)),
+        )?;
+        match (here, action) {
+            // Hashed on its way up: the source is proven.
+            (true, BlobAction::Uploaded) if !self.dry_run => {
+                if let Some(checks) = &self.source_checks {
+                    checks.set(blob.digest, Ok(()));
+                }
+            }
+            // Mounted or already there: with --verify, the source must still hold those bytes
+            // before a manifest may point at them.
+            _ => self.check_source(blob, file)?,
+        }
+        Ok(if here { action } else { BlobAction::Present })
+    }
+
+    fn put_manifest(
+        &self,
+        target: &String,
+        manifest: &RawManifest,
+        tag: Option<&str>,
+    ) -> Result<(), SinkError> {
+        self.open_for_writes(target)?;
+        if self.dry_run {
+            return Ok(());
+        }
+        self.learn(self.store_manifest(target, manifest, tag))
+    }
+}
+
+impl RegistrySink<'_> {
+    /// Whether the image is whole at `target` (see `Sink::image_present`).
+    fn present(&self, target: &String, image: &Image) -> Result<bool, SinkError> {
         let (Some(digest), Some(manifest)) = (image.digest, image.manifest()) else {
             return Ok(false);
         };
@@ -426,40 +557,13 @@ impl Sink for RegistrySink<'_> {
         Ok(false)
     }
 
-    fn put_blob(
+    /// One manifest PUT, under the locks of its digest and tag.
+    fn store_manifest(
         &self,
-        target: &String,
-        blob: &BlobRef,
-        file: &BlobFile,
-        progress: &Progress,
-    ) -> Result<BlobAction, SinkError> {
-        let key = (target.clone(), blob.digest);
-        let (action, here) = self
-            .placed
-            .run(&key, || self.place(target, blob, file, progress))?;
-        match (here, action) {
-            // Hashed on its way up: the source is proven.
-            (true, BlobAction::Uploaded) if !self.dry_run => {
-                if let Some(checks) = &self.source_checks {
-                    checks.set(blob.digest, Ok(()));
-                }
-            }
-            // Mounted or already there: with --verify, the source must still hold those bytes
-            // before a manifest may point at them.
-            _ => self.check_source(blob, file)?,
-        }
-        Ok(if here { action } else { BlobAction::Present })
-    }
-
-    fn put_manifest(
-        &self,
-        target: &String,
+        target: &str,
         manifest: &RawManifest,
         tag: Option<&str>,
     ) -> Result<(), SinkError> {
-        if self.dry_run {
-            return Ok(());
-        }
         let digest = manifest.digest();
         let by_digest = self.lock(target, digest.to_string());
         let _digest_held = by_digest.lock().unwrap_or_else(|e| e.into_inner());

@@ -3,7 +3,7 @@
 pub mod platforms;
 pub mod verdict;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::destination::Mapping;
@@ -13,6 +13,7 @@ use crate::engine::{Fatal, Halt, Job};
 use crate::inventory::Image;
 use crate::manifest::{ManifestKind, RawManifest};
 use crate::progress::Progress;
+use crate::registry::harbor::Refusal;
 use crate::registry::{Client, RegistryError};
 use crate::sink::registry::classify;
 use crate::sink::{ImageError, SinkError};
@@ -26,6 +27,10 @@ pub struct Options {
     /// Tags, digests and index children only; no blob `HEAD`s.
     pub shallow: bool,
     pub platforms: PlatformSelection,
+    /// The destination is Harbor: its refusals are read as such.
+    pub harbor: bool,
+    /// Harbor projects the account cannot read (from the preflight): their tags fail with that reason, unasked.
+    pub closed: HashMap<String, Refusal>,
 }
 
 /// A (destination repository, digest) pair.
@@ -76,6 +81,16 @@ impl<'a> Checker<'a> {
             return Ok(verdict);
         }
         let repository = self.mapping.destination(&image.repository);
+        if let Some(r) = self
+            .options
+            .closed
+            .get(crate::destination::project_of(&repository))
+        {
+            verdict.target = Some(repository);
+            verdict.reasons.push(Reason::Harbor(r.clone()));
+            verdict.status = Status::Fail;
+            return Ok(verdict);
+        }
         let reference = match &image.tag {
             Some(t) => t.clone(),
             None => top.digest().to_string(),
@@ -298,6 +313,11 @@ impl<'a> Checker<'a> {
     /// destination. A 401 with credentials the destination accepted at the start concerns one
     /// repository (a project the account may not read).
     fn reason(&self, e: RegistryError) -> Result<Reason, Halt> {
+        if self.options.harbor
+            && let Some(r) = Refusal::recognise(&e, &self.client.who())
+        {
+            return Ok(Reason::Harbor(r));
+        }
         let error = match e {
             RegistryError::Status {
                 status: status @ (401 | 403),
@@ -310,7 +330,7 @@ impl<'a> Checker<'a> {
                     who: self.client.who(),
                 });
             }
-            e => match classify(self.client, e) {
+            e => match classify(self.client, self.options.harbor, e) {
                 SinkError::Fatal(f) => return Err(Halt::Fatal(f)),
                 SinkError::Stopped => return Err(Halt::Stopped),
                 SinkError::Image(ImageError::Registry { error, .. }) => error,

@@ -10,6 +10,7 @@ use crate::digest::Digest;
 use crate::engine::{Fatal, Outcome};
 use crate::inventory::Image;
 use crate::manifest::Platform;
+use crate::registry::harbor::Refusal;
 
 /// Why the destination does not hold a tag as the source does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub enum Reason {
         code: Option<String>,
         detail: String,
     },
+    /// Harbor's refusal: a project missing, a right the account lacks.
+    Harbor(Refusal),
 }
 
 impl Reason {
@@ -61,6 +64,7 @@ impl Reason {
             Reason::MissingBlob { .. } => "missing blob",
             Reason::Unauthorised { .. } => "destination unauthorised",
             Reason::DestinationError { .. } => "destination error",
+            Reason::Harbor(r) => r.kind(),
         }
     }
 }
@@ -125,6 +129,7 @@ impl fmt::Display for Reason {
                 }
             }
             Reason::DestinationError { detail, .. } => write!(f, "destination error: {detail}"),
+            Reason::Harbor(r) => write!(f, "{r}"),
         }
     }
 }

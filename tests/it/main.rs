@@ -4,6 +4,7 @@ mod util;
 
 mod deploy;
 mod export;
+mod harbor;
 mod layouts;
 mod list;
 mod push;

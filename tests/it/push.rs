@@ -500,7 +500,6 @@ fn project_posts(proxy: &Proxy) -> usize {
 }
 
 #[test]
-#[ignore = "issue 11: a --dry-run HEADs manifests in projects not created yet; Harbor answers 401 \"project P not found: project P not found\", which ferry takes for refused credentials and stops the run (exit 2)"]
 fn harbor_projects_are_created_through_the_api_by_an_admin() {
     let fx = standard_tree(41);
     let reg = Registry::start().unwrap();
@@ -611,7 +610,6 @@ fn harbor_refusals_name_the_account() {
 }
 
 #[test]
-#[ignore = "issue 11: Harbor answers 401 \"project P not found: project P not found\" for a missing project; ferry takes it for refused credentials and stops the run (exit 2) instead of failing that project's images (exit 1)"]
 fn no_create_projects_leaves_harbor_projects_alone() {
     let fx = standard_tree(43);
     let reg = Registry::start().unwrap();
@@ -631,13 +629,21 @@ fn no_create_projects_leaves_harbor_projects_alone() {
     )
     .write_stdin("Harbor12345"));
     assert_eq!(ran.code, 1, "{}", ran.all());
+    // Projects are looked up (HEAD), never created.
+    assert_eq!(project_posts(&proxy), 0);
+    assert!(proxy.created_projects().is_empty());
+    // Nothing was sent into the missing projects.
     assert!(
         proxy
-            .api_calls()
+            .requests()
             .iter()
-            .all(|(_, p, _)| !p.starts_with("/api/v2.0/projects"))
+            .filter_map(|r| r
+                .repository()
+                .map(|repo| repo.split('/').next().unwrap().to_string()))
+            .all(|project| project == "library"),
+        "{:?}",
+        proxy.requests()
     );
-    assert!(proxy.created_projects().is_empty());
     assert!(
         ran.stderr.contains("project ns not found"),
         "{}",
@@ -646,6 +652,32 @@ fn no_create_projects_leaves_harbor_projects_alone() {
     let mut library = fx.truth.clone();
     library.tags.retain(|k, _| k.starts_with("alpine:"));
     assert_tags_at(&Pusher::new(&reg), &library, default_destination);
+
+    // validate says the same: those tags fail as a missing project, library passes.
+    let ran = run(validate_cmd(
+        fx.root(),
+        &proxy.url(),
+        dir.path(),
+        &["--username", "admin", "--password-stdin"],
+    )
+    .write_stdin("Harbor12345"));
+    assert_eq!(ran.code, 1, "{}", ran.all());
+    let failed = failed_lines(&dir.path().join("validate-failed.txt"));
+    let expected: Vec<String> = fx
+        .truth
+        .tags
+        .keys()
+        .filter(|k| !k.starts_with("alpine:"))
+        .cloned()
+        .collect();
+    assert_eq!(failed, expected);
+    assert!(
+        ran.stdout
+            .lines()
+            .any(|l| l.starts_with("ns/sub:1.0") && l.ends_with("Harbor project ns not found")),
+        "{}",
+        ran.stdout
+    );
 }
 
 #[test]
@@ -813,16 +845,28 @@ fn retries_recover_from_503s_and_retries_0_fails_clearly() {
         &["--retries", "0", "-j", "1"],
     ));
     assert_eq!(ran.code, 1, "{}", ran.all());
+    // One image failed on the 503; a signature of it, if any, fails for it.
     let failed = std::fs::read_to_string(dir.path().join("failed.txt")).unwrap();
-    assert_eq!(failed.lines().count(), 1, "{failed}");
-    let reference = failed.lines().next().unwrap();
-    assert!(
+    let line_of = |r: &str| {
         ran.stderr
             .lines()
-            .any(|l| l.contains(reference) && l.contains("503")),
-        "{}",
-        ran.stderr
-    );
+            .find(|l| l.contains(&format!("{r} →")))
+            .unwrap_or_else(|| panic!("no error line for {r}:\n{}", ran.stderr))
+            .to_string()
+    };
+    let (hit, referrers): (Vec<&str>, Vec<&str>) = failed
+        .lines()
+        .partition(|r| !line_of(r).contains("its subject"));
+    assert_eq!(hit.len(), 1, "{failed}");
+    assert!(line_of(hit[0]).contains("503"), "{}", ran.stderr);
+    for r in referrers {
+        assert!(r.contains(".sig"), "{failed}");
+        assert!(
+            line_of(r).contains(&format!("its subject {} was not pushed", hit[0])),
+            "{}",
+            ran.stderr
+        );
+    }
 
     // The destination down at the start: exit 2 naming it.
     let ran = run(&mut push_cmd(

@@ -209,3 +209,27 @@ pub fn failed_lines(path: &Path) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// `broken` (source `repo:tag`s) with the cosign signatures of those images (tags
+/// `sha256-<hex>.sig|.att|.sbom` of the same repository): a push fails a signature with its subject.
+pub fn with_signatures(
+    truth: &Truth,
+    broken: &std::collections::BTreeSet<String>,
+) -> std::collections::BTreeSet<String> {
+    let mut out = broken.clone();
+    for t in truth.tags.values() {
+        let Some(hex) = t.tag.strip_prefix("sha256-") else {
+            continue;
+        };
+        let hex = hex.split('.').next().unwrap_or_default();
+        let subject_broken = truth.tags.values().any(|s| {
+            s.repository == t.repository
+                && s.digest == format!("sha256:{hex}")
+                && broken.contains(&format!("{}:{}", s.repository, s.tag))
+        });
+        if subject_broken {
+            out.insert(format!("{}:{}", t.repository, t.tag));
+        }
+    }
+    out
+}

@@ -38,6 +38,8 @@ pub struct RequestRecord {
     pub chunked: bool,
     /// Whether the request carried an `Authorization` header.
     pub authorization: bool,
+    /// Its scheme (`Basic`, `Bearer`), when it did.
+    pub auth_scheme: Option<String>,
     /// Whether this answer was an injected failure (not forwarded).
     pub injected: bool,
 }
@@ -92,7 +94,7 @@ type Matcher = Box<dyn Fn(&str, &str) -> bool + Send>;
 
 struct Fault {
     remaining: usize,
-    status: u16,
+    reply: Reply,
     matches: Matcher,
 }
 
@@ -310,9 +312,35 @@ impl Proxy {
         status: u16,
         matches: impl Fn(&str, &str) -> bool + Send + 'static,
     ) {
+        let reply = Reply::new(status).body(
+            "application/json",
+            r#"{"errors":[{"code":"UNAVAILABLE","message":"ferry-testkit proxy: injected failure"}]}"#,
+        );
         self.state.faults.lock().unwrap().push(Fault {
             remaining: count,
-            status,
+            reply,
+            matches: Box::new(matches),
+        });
+    }
+
+    /// Answers the next `count` requests for which `matches(method, path)` holds with `status`,
+    /// `headers` and `body` (JSON), without forwarding them: an answer some server gives that the
+    /// registry behind the proxy would not.
+    pub fn answer_next(
+        &self,
+        count: usize,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &str,
+        matches: impl Fn(&str, &str) -> bool + Send + 'static,
+    ) {
+        let mut reply = Reply::new(status).body("application/json", body);
+        for (k, v) in headers {
+            reply = reply.header(k, v);
+        }
+        self.state.faults.lock().unwrap().push(Fault {
+            remaining: count,
+            reply,
             matches: Box::new(matches),
         });
     }
@@ -367,6 +395,8 @@ fn handle(mut request: tiny_http::Request, state: &State) {
         chunked: header_value(&request, "Transfer-Encoding")
             .is_some_and(|v| v.to_ascii_lowercase().contains("chunked")),
         authorization: header_value(&request, "Authorization").is_some(),
+        auth_scheme: header_value(&request, "Authorization")
+            .and_then(|a| a.split_whitespace().next().map(str::to_string)),
         injected: false,
     };
 
@@ -377,7 +407,7 @@ fn handle(mut request: tiny_http::Request, state: &State) {
             .find(|f| f.remaining > 0 && (f.matches)(&method, &path))
             .map(|f| {
                 f.remaining -= 1;
-                f.status
+                f.reply.clone()
             })
     };
     // Benchmarks in shell read the counts here (`ferry-testkit proxy`); not a registry path, not logged.
@@ -401,12 +431,8 @@ fn handle(mut request: tiny_http::Request, state: &State) {
             state.log.lock().unwrap().push(record);
         }
     };
-    if let Some(status) = injected {
+    if let Some(reply) = injected {
         let _ = io::copy(&mut request.as_reader(), &mut io::sink());
-        let reply = Reply::new(status).body(
-            "application/json",
-            r#"{"errors":[{"code":"UNAVAILABLE","message":"ferry-testkit proxy: injected failure"}]}"#,
-        );
         respond(request, reply, logged(record))
     } else if let Some(hook) = &state.hook {
         let headers: Vec<(String, String)> = request

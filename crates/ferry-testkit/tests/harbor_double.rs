@@ -463,6 +463,48 @@ fn bearer_tokens_and_basic_auth_are_checked_per_project() {
 }
 
 #[test]
+fn an_expired_token_is_refused_as_anonymous_with_a_basic_challenge() {
+    let double = HarborDouble::with_admin(ADMIN.0, ADMIN.1).project("team", -1);
+    let (_reg, proxy) = start(double);
+    let t = token(
+        &proxy,
+        Some(&basic(ADMIN)),
+        &["repository:team/app:pull,push"],
+    );
+    let bearer = format!("Bearer {}", t.json()["token"].as_str().unwrap());
+    let post = |auth: &str| {
+        call(
+            "POST",
+            &format!("{}/v2/team/app/blobs/uploads/", proxy.url()),
+            &[("Authorization", auth)],
+            b"",
+        )
+    };
+    assert_eq!(post(&bearer).status, 202);
+    proxy.expire_tokens_when(|m, p| m == "POST" && p.ends_with("/blobs/uploads/"));
+    let expired = post(&bearer);
+    assert_eq!(expired.status, 401);
+    let message = "unauthorized to access repository: team/app, action: push";
+    assert_eq!(
+        expired.body,
+        harbor_error("UNAUTHORIZED", &format!("{message}: {message}"))
+    );
+    assert_eq!(
+        expired.header("Www-Authenticate"),
+        Some(r#"Basic realm="harbor""#)
+    );
+    // A token asked for afterwards is good again.
+    let t = token(
+        &proxy,
+        Some(&basic(ADMIN)),
+        &["repository:team/app:pull,push"],
+    );
+    let fresh = format!("Bearer {}", t.json()["token"].as_str().unwrap());
+    assert_eq!(post(&fresh).status, 202);
+    assert_eq!(post(&bearer).status, 401);
+}
+
+#[test]
 fn wrong_or_disabled_robot_secrets_are_anonymous_and_show_only_at_users_current() {
     let double = HarborDouble::with_admin(ADMIN.0, ADMIN.1)
         .project("team", -1)
@@ -674,6 +716,14 @@ fn projects_are_created_as_harbor_allows() {
         Pusher::new(&reg).get_manifest("p1/app", "1").unwrap().bytes,
         bytes
     );
+    // The user who created p2 is its project admin: a token grants every action there.
+    let t = token(
+        &proxy,
+        Some(&basic(("dev", "dev-pw"))),
+        &["repository:p2/app:pull,push", "repository:p1/app:pull,push"],
+    );
+    assert_eq!(granted(&t, "p2/app"), ["pull", "push", "delete"]);
+    assert!(granted(&t, "p1/app").is_empty(), "p1 is admin's");
 }
 
 #[test]

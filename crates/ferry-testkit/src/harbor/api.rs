@@ -175,6 +175,10 @@ fn create_project(
         public: public == "true",
         storage_limit,
     });
+    // The creator becomes the project's admin (`dao.Create` inserts the owner as a member).
+    if let Some(a) = account.filter(|a| matches!(a.kind, AccountKind::User { .. })) {
+        store.add_member(&name, &a.name, super::Role::ProjectAdmin);
+    }
     store.created.push(CreatedProject {
         name: name.clone(),
         public: sent_public,

@@ -21,7 +21,12 @@ pub struct Double {
     pub store: Arc<Mutex<Store>>,
     /// Immutable rules: (project, repositories, tags).
     immutable: Vec<(String, GlobMatcher, GlobMatcher)>,
+    /// A test's trigger: the first request it matches makes every earlier token expire.
+    pub expire_when: Mutex<Option<ExpireTrigger>>,
 }
+
+/// Decides from (method, path) when tokens expire.
+pub type ExpireTrigger = Box<dyn Fn(&str, &str) -> bool + Send>;
 
 impl Double {
     pub fn new(config: HarborDouble, url: &str) -> Double {
@@ -42,6 +47,7 @@ impl Double {
             url: url.to_string(),
             signer: Signer::new(),
             immutable,
+            expire_when: Mutex::new(None),
             config,
         }
     }
@@ -129,6 +135,13 @@ pub fn query_escape(s: &str) -> String {
 
 impl Hook for Double {
     fn decide(&self, mut req: Incoming<'_>) -> Decision {
+        {
+            let mut trigger = self.expire_when.lock().unwrap();
+            if trigger.as_ref().is_some_and(|t| t(req.method, req.path)) {
+                *trigger = None;
+                self.signer.expire_all();
+            }
+        }
         let sid = cookie(req.header("Cookie"), "sid").map(str::to_string);
         let mut session = Session::default();
         if sid.is_some() {

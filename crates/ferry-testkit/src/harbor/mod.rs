@@ -17,6 +17,7 @@
 //! | token service: unknown service 400; anonymous without scope 401; otherwise 200 with every action the account has in the project (not just those asked), none for a missing project or a one-component name; `"*"` added up to 2.8; `access_token` empty | `src/core/service/token/{token,creator,authutils}.go`, v2.8.0 `creator.go` |
 //! | tokens: the access map is keyed by project | `src/common/security/v2token/context.go` |
 //! | `GET /api/v2.0/ping` → `Pong`; `systeminfo` `harbor_version` anonymous up to 2.12, logged-in only from 2.13 | `src/server/v2.0/handler/{ping,systeminfo}.go`, `src/controller/systeminfo/controller.go` (v2.13.0) |
+//! | `POST /api/v2.0/projects`: a user who creates a project becomes its project admin | `src/pkg/project/dao/dao.go` (`Create`) |
 //! | `POST /api/v2.0/projects`: 401 anonymous, 403 "Only system level robot can create project", 403 "Only system admin can create project" (admin-only creation), 400 bad `metadata.public`, 400 "project name is not in lower case or contains illegal characters", 409 "The project named X already exists", 201 + `Location: /api/v2.0/projects/<id>`; `storage_limit` only taken from a system admin | `src/server/v2.0/handler/project.go`, `src/pkg/project/{manager.go,dao/dao.go}` |
 //! | `HEAD /api/v2.0/projects?project_name=` 401 anonymous, else 200/404 | `project.go` (`HeadProject`) |
 //! | `GET /api/v2.0/projects/{name}/summary`: project read needed (401/403), quota only with quota read | `project.go` (`GetProjectSummary`) |
@@ -421,6 +422,13 @@ impl Proxy {
                 p.storage_limit = bytes;
             }
         })
+    }
+
+    /// Harbor double: the first request for which `matches(method, path)` holds (and every one
+    /// after it) finds every token handed out before it expired, as Harbor finds a token past
+    /// its `exp`: refused as anonymous, with `Basic realm="harbor"`.
+    pub fn expire_tokens_when(&self, matches: impl Fn(&str, &str) -> bool + Send + 'static) {
+        *self.double().expire_when.lock().unwrap() = Some(Box::new(matches));
     }
 
     /// Harbor double: the tags Harbor knows in `repository` (sorted), or `None`.

@@ -2,6 +2,7 @@
 //! `/v2`, robot, basic user, anonymous) and its RBAC, reduced to the permissions the double knows.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -82,6 +83,9 @@ pub struct Access {
 /// Signs and checks the double's tokens.
 pub struct Signer {
     key: Vec<u8>,
+    /// `jti` of every token handed out, and of those a test has made expire.
+    issued: Mutex<Vec<String>>,
+    expired: Mutex<BTreeSet<String>>,
 }
 
 impl Signer {
@@ -89,7 +93,15 @@ impl Signer {
         let mut rng = fastrand::Rng::new();
         Signer {
             key: (0..32).map(|_| rng.u8(..)).collect(),
+            issued: Mutex::new(Vec::new()),
+            expired: Mutex::new(BTreeSet::new()),
         }
+    }
+
+    /// Every token handed out so far now fails its check, as one past its `exp` does.
+    pub fn expire_all(&self) {
+        let issued = std::mem::take(&mut *self.issued.lock().unwrap());
+        self.expired.lock().unwrap().extend(issued);
     }
 
     pub fn sign(&self, subject: &str, access: Vec<Access>, lifetime: Duration) -> String {
@@ -104,6 +116,7 @@ impl Signer {
             jti: random_string(16),
             access,
         };
+        self.issued.lock().unwrap().push(claims.jti.clone());
         jsonwebtoken::encode(
             &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
             &claims,
@@ -125,6 +138,7 @@ impl Signer {
         )
         .ok()
         .map(|d| d.claims)
+        .filter(|c| !self.expired.lock().unwrap().contains(&c.jti))
     }
 }
 
@@ -234,6 +248,7 @@ pub fn can(
         AccountKind::Admin => true,
         AccountKind::User { roles } => roles
             .get(project)
+            .or(store.member(project, &account.name))
             .is_some_and(|r| r.perms().contains(&perm)),
         AccountKind::SystemRobot { grants } => [project, "*"]
             .iter()

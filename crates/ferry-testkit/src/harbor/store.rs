@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::errors::quota_exceeded;
-use super::{HarborDouble, ProjectSpec};
+use super::{HarborDouble, ProjectSpec, Role};
 
 /// A project created through the double's `POST /api/v2.0/projects`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub struct Project {
 pub struct Store {
     projects: BTreeMap<String, Project>,
     next_project_id: i64,
+    /// Members added by Harbor itself: (project, account) → role (a project's creator).
+    members: BTreeMap<(String, String), Role>,
     pub created: Vec<CreatedProject>,
     pub api_calls: Vec<(String, String, u16)>,
     pub tokens: Vec<TokenGrant>,
@@ -85,6 +87,18 @@ impl Store {
             },
         );
         id
+    }
+
+    /// Makes `account` a member of `project` with `role`.
+    pub fn add_member(&mut self, project: &str, account: &str, role: Role) {
+        self.members
+            .insert((project.to_string(), account.to_string()), role);
+    }
+
+    /// The role Harbor gave `account` in `project`.
+    pub fn member(&self, project: &str, account: &str) -> Option<&Role> {
+        self.members
+            .get(&(project.to_string(), account.to_string()))
     }
 
     pub fn project(&self, name: &str) -> Option<&Project> {
