@@ -85,12 +85,20 @@ impl Image {
     /// `repo:tag`, or `repo@digest` for an untagged manifest: the failed-list form (quoted when a
     /// name from a damaged tree holds a control character, see [`crate::names::list_line`]).
     pub fn reference(&self) -> String {
-        let raw = match (&self.tag, &self.digest) {
-            (Some(tag), _) => format!("{}:{tag}", self.repository),
-            (None, Some(d)) => format!("{}@{d}", self.repository),
-            (None, None) => self.repository.clone(),
-        };
-        crate::names::list_line(&raw).into_owned()
+        let repository = self.repository.clone();
+        match (&self.tag, &self.digest) {
+            (Some(tag), _) => ImageRef::Tag {
+                repository,
+                tag: tag.clone(),
+            }
+            .list_line(),
+            (None, Some(digest)) => ImageRef::Digest {
+                repository,
+                digest: *digest,
+            }
+            .list_line(),
+            (None, None) => crate::names::list_line(&repository).into_owned(),
+        }
     }
 
     /// One line summing up the problems.

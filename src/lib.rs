@@ -12,6 +12,8 @@ pub mod messages;
 pub mod names;
 pub mod problem;
 pub mod progress;
+#[cfg(test)]
+mod properties;
 pub mod registry;
 pub mod report;
 pub mod secret;
