@@ -142,6 +142,11 @@ struct ListObject {
 pub fn read_image_list(path: &Path) -> anyhow::Result<Vec<ImageRef>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read image list {}", path.display()))?;
+    parse_image_list(&text, path)
+}
+
+/// Parses the text of an image list read from `path` (named in errors, with the line number).
+pub fn parse_image_list(text: &str, path: &Path) -> anyhow::Result<Vec<ImageRef>> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();

@@ -1,7 +1,7 @@
 //! The inventory of a source: each selected tag resolved to an `Image` (manifests, children, blobs, problems).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -20,7 +20,7 @@ pub struct BlobRef {
     pub digest: Digest,
     /// Size the manifest declares (schema1: the file's size).
     pub size: u64,
-    pub media_type: String,
+    pub media_type: Cow<'static, str>,
     pub role: String,
     /// The local file, when the source has it.
     pub file: Option<BlobFile>,
@@ -34,6 +34,49 @@ pub struct Refs {
     pub blobs: Vec<usize>,
 }
 
+/// What an image keeps of one of its manifests once resolved: what it is, not its bytes. A run
+/// over a million tags cannot hold every manifest; whoever needs the bytes or the parsed view
+/// reads them again from the source (`Source::manifest`), which checks them against the digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRef {
+    digest: Digest,
+    kind: ManifestKind,
+    media_type: Cow<'static, str>,
+    type_label: &'static str,
+    len: u64,
+}
+
+impl ManifestRef {
+    pub fn of(manifest: &RawManifest) -> ManifestRef {
+        ManifestRef {
+            digest: manifest.digest(),
+            kind: manifest.kind(),
+            media_type: crate::manifest::media_type::intern(manifest.media_type()),
+            type_label: manifest.type_label(),
+            len: manifest.len(),
+        }
+    }
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+    pub fn kind(&self) -> ManifestKind {
+        self.kind
+    }
+    pub fn media_type(&self) -> &str {
+        &self.media_type
+    }
+    /// As [`RawManifest::type_label`].
+    pub fn type_label(&self) -> &'static str {
+        self.type_label
+    }
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// One tag (or untagged manifest) of one repository, resolved as far as the source allows.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -41,7 +84,7 @@ pub struct Image {
     pub tag: Option<String>,
     pub digest: Option<Digest>,
     /// Every manifest of the image in push order: children before the index that lists them.
-    pub manifests: Vec<Arc<RawManifest>>,
+    pub manifests: Vec<ManifestRef>,
     /// What each manifest (same order) refers to: the one resolution every consumer reads.
     pub refs: Vec<Refs>,
     /// Configs and layers of every manifest, each digest once; foreign layers excluded.
@@ -73,8 +116,8 @@ impl Image {
     }
 
     /// The top manifest (the tag's target), when it could be read.
-    pub fn manifest(&self) -> Option<&RawManifest> {
-        self.manifests.last().map(|m| m.as_ref())
+    pub fn manifest(&self) -> Option<&ManifestRef> {
+        self.manifests.last()
     }
 
     /// Bytes the image references: its configs and layers, each once.
@@ -326,7 +369,7 @@ pub fn resolve(
     };
     let mut image = Image::new(repository, tag, Some(digest));
     let top = match source.manifest(&digest) {
-        Ok(m) => Arc::new(m),
+        Ok(m) => m,
         Err(p) => {
             image.problems.push(p);
             return image;
@@ -339,7 +382,7 @@ pub fn resolve(
         visiting: HashSet::new(),
         image: &mut image,
     };
-    walk.manifest(top.clone(), "", 0);
+    walk.manifest(&top, "", 0);
     if top.kind().is_index() {
         image.platforms = top
             .manifests()
@@ -371,7 +414,7 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Adds `manifest` and everything below it, returns its index; `context` prefixes problems
     /// found in children.
-    fn manifest(&mut self, manifest: Arc<RawManifest>, context: &str, depth: usize) -> usize {
+    fn manifest(&mut self, manifest: &RawManifest, context: &str, depth: usize) -> usize {
         let digest = manifest.digest();
         if let Some(&i) = self.manifest_index.get(&digest) {
             return i;
@@ -399,7 +442,7 @@ impl Walk<'_> {
             }
             match self.source.manifest(&child.digest) {
                 Ok(m) => {
-                    let c = self.manifest(Arc::new(m), &format!("{label}: "), depth + 1);
+                    let c = self.manifest(&m, &format!("{label}: "), depth + 1);
                     refs.children.push(c);
                 }
                 Err(p) => self.image.problems.push(p.within(label)),
@@ -421,7 +464,7 @@ impl Walk<'_> {
             }
         }
         self.visiting.remove(&digest);
-        self.image.manifests.push(manifest);
+        self.image.manifests.push(ManifestRef::of(manifest));
         self.image.refs.push(refs);
         let i = self.image.manifests.len() - 1;
         self.manifest_index.insert(digest, i);
@@ -479,7 +522,7 @@ impl Walk<'_> {
             } else {
                 descriptor.size
             },
-            media_type: descriptor.media_type.clone(),
+            media_type: crate::manifest::media_type::intern(&descriptor.media_type),
             role,
             file: Some(file),
         });

@@ -127,7 +127,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let mut order = engine::plan_order(images);
     order.sort_by_key(|&i| batch_of[i]);
     let run = engine::run(
-        &Copy::new(&sink),
+        &Copy::new(&sink, tree.as_ref()),
         images,
         &order,
         usize::from(args.jobs),

@@ -64,7 +64,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
         shallow: args.shallow,
         platforms: platforms.clone(),
     };
-    let checker = Checker::new(&client, mapping, options);
+    let checker = Checker::new(&client, tree.as_ref(), mapping, options);
     let images = &inventory.images;
     let run = engine::run(
         &checker,

@@ -11,6 +11,7 @@ use crate::digest::Digest;
 use crate::inventory::Image;
 use crate::progress::Progress;
 use crate::sink::{BlobAction, ImageError, Sink, SinkError};
+use crate::source::Source;
 
 /// How one image ended.
 #[derive(Debug)]
@@ -125,14 +126,15 @@ impl CopyCounts {
     }
 }
 
-/// Copies images into one sink.
+/// Copies images into one sink, reading manifests again from their source as they travel.
 pub struct Copy<'a, S: Sink> {
     sink: &'a S,
+    source: &'a dyn Source,
 }
 
 impl<'a, S: Sink> Copy<'a, S> {
-    pub fn new(sink: &'a S) -> Copy<'a, S> {
-        Copy { sink }
+    pub fn new(sink: &'a S, source: &'a dyn Source) -> Copy<'a, S> {
+        Copy { sink, source }
     }
 }
 
@@ -241,15 +243,23 @@ impl<S: Sink> Copy<'_, S> {
             });
         }
         let count = image.manifests.len();
-        for (i, manifest) in image.manifests.iter().enumerate() {
+        for (i, m) in image.manifests.iter().enumerate() {
             let tag = if i + 1 == count {
                 image.tag.as_deref()
             } else {
                 None
             };
+            let step = || Step::Manifest(m.digest());
+            // The inventory keeps no bytes: read them again (checked against the digest).
+            let manifest = self.source.manifest(&m.digest()).map_err(|p| {
+                Box::new((
+                    step(),
+                    SinkError::invalid(format!("the source changed: {p}")),
+                ))
+            })?;
             self.sink
-                .put_manifest(target, manifest, tag)
-                .map_err(|e| Box::new((Step::Manifest(manifest.digest()), e)))?;
+                .put_manifest(target, &manifest, tag)
+                .map_err(|e| Box::new((step(), e)))?;
         }
         self.sink
             .finish_image(target, image)

@@ -192,8 +192,18 @@ fn lookup_auth_file(
 ) -> anyhow::Result<Option<(Credentials, CredentialSource)>> {
     let text =
         std::fs::read(file).with_context(|| format!("cannot read auth file {}", file.display()))?;
+    lookup_auth_text(file, &text, host)
+}
+
+/// The credentials for `host` in the text of the auth file `file` (named in errors, which never
+/// quote the file's values).
+pub fn lookup_auth_text(
+    file: &Path,
+    text: &[u8],
+    host: &str,
+) -> anyhow::Result<Option<(Credentials, CredentialSource)>> {
     // serde's message would quote the offending value, which may be a password: say where only.
-    let parsed: AuthFile = serde_json::from_slice(&text).map_err(|e| {
+    let parsed: AuthFile = serde_json::from_slice(text).map_err(|e| {
         anyhow::anyhow!(
             "auth file {} is not a valid auth file ({})",
             file.display(),

@@ -10,12 +10,13 @@ use crate::destination::Mapping;
 use crate::digest::Digest;
 use crate::engine::once::OnceMap;
 use crate::engine::{Fatal, Halt, Job};
-use crate::inventory::Image;
+use crate::inventory::{Image, ManifestRef};
 use crate::manifest::{ManifestKind, RawManifest};
 use crate::progress::Progress;
 use crate::registry::{Client, RegistryError};
 use crate::sink::registry::classify;
 use crate::sink::{ImageError, SinkError};
+use crate::source::Source;
 pub use platforms::PlatformSelection;
 use platforms::{EntryMismatch, compare};
 pub use verdict::{Counts, Reason, Status, Verdict};
@@ -35,6 +36,8 @@ type RepoDigest = (String, Digest);
 /// digest) so shared blobs and children are asked once.
 pub struct Checker<'a> {
     client: &'a Client,
+    /// Indexes are read again from here: images keep no manifest bytes.
+    source: &'a dyn Source,
     mapping: Mapping,
     options: Options,
     manifests: OnceMap<RepoDigest, bool>,
@@ -43,9 +46,15 @@ pub struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    pub fn new(client: &'a Client, mapping: Mapping, options: Options) -> Checker<'a> {
+    pub fn new(
+        client: &'a Client,
+        source: &'a dyn Source,
+        mapping: Mapping,
+        options: Options,
+    ) -> Checker<'a> {
         Checker {
             client,
+            source,
             mapping,
             options,
             manifests: OnceMap::new(),
@@ -89,7 +98,9 @@ impl<'a> Checker<'a> {
             seen: HashSet::new(),
         };
         self.check_tag(&reference, top, image.manifests.len() - 1, &mut walk)?;
-        verdict.status = if verdict.reasons.is_empty() {
+        verdict.status = if !verdict.source_problems.is_empty() {
+            Status::SourceProblem
+        } else if verdict.reasons.is_empty() {
             Status::Pass
         } else {
             Status::Fail
@@ -100,7 +111,7 @@ impl<'a> Checker<'a> {
     fn check_tag(
         &self,
         reference: &str,
-        top: &RawManifest,
+        top: &ManifestRef,
         index: usize,
         walk: &mut Walk<'_>,
     ) -> Result<(), Halt> {
@@ -147,7 +158,10 @@ impl<'a> Checker<'a> {
                     return Ok(());
                 }
             };
-            let comparison = compare(top, &dest, &self.options.platforms);
+            let Some(top) = self.read(top.digest(), walk) else {
+                return Ok(());
+            };
+            let comparison = compare(&top, &dest, &self.options.platforms);
             let mismatches = comparison.mismatches.clone();
             walk.verdict.specs = Some(comparison);
             if self.options.platforms.is_all() {
@@ -191,14 +205,21 @@ impl<'a> Checker<'a> {
     fn check_below(&self, index: usize, depth: usize, walk: &mut Walk<'_>) -> Result<(), Halt> {
         let repository = walk.repository;
         let image = walk.image;
-        let manifest = &image.manifests[index];
         let refs = &image.refs[index];
-        let entries = if depth == 0 {
-            self.options.platforms.entries(manifest)
+        let index_manifest = if image.manifests[index].kind().is_index() {
+            match self.read(image.manifests[index].digest(), walk) {
+                Some(m) => Some(m),
+                None => return Ok(()),
+            }
         } else {
-            manifest.manifests().iter().collect()
+            None
         };
-        if entries.is_empty() && !manifest.manifests().is_empty() {
+        let listed = index_manifest.as_ref().map_or(&[][..], |m| m.manifests());
+        let entries = match &index_manifest {
+            Some(m) if depth == 0 => self.options.platforms.entries(m),
+            _ => listed.iter().collect(),
+        };
+        if entries.is_empty() && !listed.is_empty() {
             walk.verdict.notes.push(format!(
                 "no index entry for {}: only the index itself was checked",
                 self.options.platforms
@@ -249,6 +270,20 @@ impl<'a> Checker<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A manifest of the image read again from the source; a source that no longer reads as it did
+    /// is a source problem of the image.
+    fn read(&self, digest: Digest, walk: &mut Walk<'_>) -> Option<RawManifest> {
+        match self.source.manifest(&digest) {
+            Ok(m) => Some(m),
+            Err(p) => {
+                walk.verdict
+                    .source_problems
+                    .push(format!("the source changed: {p}"));
+                None
+            }
+        }
     }
 
     /// The digest the destination serves for a tag (or digest); `None` when it has none.

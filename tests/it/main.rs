@@ -4,6 +4,7 @@ mod util;
 
 mod deploy;
 mod export;
+mod hostile;
 mod layouts;
 mod list;
 mod push;
