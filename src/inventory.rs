@@ -12,9 +12,11 @@ use crate::manifest::{
     config_platform,
 };
 use crate::problem::Problem;
-use crate::source::{BlobFile, ScanOptions, Source, SourceError, Upload};
+use crate::source::{ScanOptions, Source, SourceError, Upload};
 
-/// A blob an image needs: a config or a layer, with the role it plays (for messages).
+/// A blob an image needs: a config or a layer, with the role it plays (for messages). The source
+/// has it (one it lacks is a problem of the image instead); its file is asked for again when the
+/// blob is copied (`Source::blob`), so a run over many images holds no paths.
 #[derive(Debug, Clone)]
 pub struct BlobRef {
     pub digest: Digest,
@@ -22,8 +24,6 @@ pub struct BlobRef {
     pub size: u64,
     pub media_type: Cow<'static, str>,
     pub role: String,
-    /// The local file, when the source has it.
-    pub file: Option<BlobFile>,
 }
 
 /// What one manifest of an image refers to, as indexes into the image's `manifests` and `blobs`
@@ -109,6 +109,20 @@ impl Image {
             platforms: Vec::new(),
             problems: Vec::new(),
         }
+    }
+
+    /// Gives back what the resolution over-allocated: a million images are held at once.
+    fn shrink_to_fit(&mut self) {
+        self.manifests.shrink_to_fit();
+        self.refs.shrink_to_fit();
+        for r in &mut self.refs {
+            r.children.shrink_to_fit();
+            r.blobs.shrink_to_fit();
+        }
+        self.blobs.shrink_to_fit();
+        self.foreign.shrink_to_fit();
+        self.platforms.shrink_to_fit();
+        self.problems.shrink_to_fit();
     }
 
     pub fn is_ok(&self) -> bool {
@@ -207,16 +221,20 @@ impl Inventory {
             problems: scan.problems,
             ..Inventory::default()
         };
+        // Only an --images list needs to know what was found (to name what was not).
+        let listed = filters.image_list().is_some();
         let mut found: HashSet<ImageRef> = HashSet::new();
         for repo in &scan.repositories {
             inventory.uploads.extend(repo.uploads.iter().cloned());
             let jobs_before = jobs.len();
             for tag in &repo.tags {
                 if filters.selects_tag(&repo.name, &tag.name) {
-                    found.insert(ImageRef::Tag {
-                        repository: repo.name.clone(),
-                        tag: tag.name.clone(),
-                    });
+                    if listed {
+                        found.insert(ImageRef::Tag {
+                            repository: repo.name.clone(),
+                            tag: tag.name.clone(),
+                        });
+                    }
                     jobs.push(Job {
                         repository: repo.name.clone(),
                         tag: Some(tag.name.clone()),
@@ -228,10 +246,12 @@ impl Inventory {
             if options.untagged {
                 for digest in untagged_in(source, repo) {
                     if filters.selects_untagged(&repo.name, &digest) {
-                        found.insert(ImageRef::Digest {
-                            repository: repo.name.clone(),
-                            digest,
-                        });
+                        if listed {
+                            found.insert(ImageRef::Digest {
+                                repository: repo.name.clone(),
+                                digest,
+                            });
+                        }
                         jobs.push(Job {
                             repository: repo.name.clone(),
                             tag: None,
@@ -247,6 +267,7 @@ impl Inventory {
                 inventory.problems.extend(repo.problems.iter().cloned());
             }
         }
+        drop(scan.repositories);
         let mut images: Vec<Image> = jobs
             .into_par_iter()
             .map(|job| {
@@ -397,6 +418,7 @@ pub fn resolve(
     {
         image.platforms.push(p);
     }
+    image.shrink_to_fit();
     image
 }
 
@@ -524,7 +546,6 @@ impl Walk<'_> {
             },
             media_type: crate::manifest::media_type::intern(&descriptor.media_type),
             role,
-            file: Some(file),
         });
         let i = self.image.blobs.len() - 1;
         self.blob_index.insert(descriptor.digest, Some(i));

@@ -228,13 +228,16 @@ impl<S: Sink> Copy<'_, S> {
                 role: blob.role.clone(),
                 digest: blob.digest,
             };
-            let Some(file) = &blob.file else {
-                let error = ImageError::Invalid("the source has no file for it".to_string());
-                return Err(Box::new((step(), SinkError::Image(error))));
-            };
+            // The inventory keeps no paths: ask the source again (a stat, no read).
+            let file = self.source.blob(&blob.digest).map_err(|p| {
+                Box::new((
+                    step(),
+                    SinkError::invalid(format!("the source changed: {p}")),
+                ))
+            })?;
             let action = self
                 .sink
-                .put_blob(target, blob, file, progress)
+                .put_blob(target, blob, &file, progress)
                 .map_err(|e| Box::new((step(), e)))?;
             outcome.blobs.push(BlobRecord {
                 digest: blob.digest,

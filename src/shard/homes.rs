@@ -145,7 +145,6 @@ mod tests {
                     size: *size,
                     media_type: "application/octet-stream".into(),
                     role: "layer".into(),
-                    file: None,
                 })
                 .collect(),
             foreign: Vec::new(),
