@@ -106,11 +106,12 @@ measure() {
     local code=0
     /usr/bin/time -f '%M %e' -o "$out.time" "$FERRY" "$@" >"$out.stdout" 2>"$out.stderr" || code=$?
     local kib secs
-    read -r kib secs <"$out.time" || true
+    # GNU time puts "Command exited with non-zero status N" first when the command fails.
+    read -r kib secs < <(tail -n 1 "$out.time") || true
     kib=${kib:-0}
     ROWS+=("$(printf '%-6s %-24s %9.1f MiB %8s s   exit %s' "$tree" "$what" "$(awk -v k="$kib" 'BEGIN { print k / 1024 }')" "$secs" "$code")")
     echo "bench-memory: $tree $what: $((kib / 1024)) MiB peak, ${secs} s, exit $code" >&2
-    if [ "$code" -gt 1 ]; then
+    if [ "$code" -ne 0 ]; then
         tail -n 5 "$out.stderr" >&2
     fi
 }

@@ -477,7 +477,8 @@ impl Walk<'_> {
             .enumerate()
             .map(|(i, l)| (l, format!("layer {}", i + 1)));
         for (descriptor, role) in config.into_iter().chain(layers) {
-            let role = format!("{context}{role}");
+            let mut role = format!("{context}{role}");
+            role.shrink_to_fit();
             let schema1 = manifest.kind() == ManifestKind::Schema1;
             if let Some(b) = self.blob(descriptor, role, schema1)
                 && !refs.blobs.contains(&b)

@@ -20,8 +20,9 @@ pub enum ImageStatus {
     Copied,
     /// Already complete at the destination.
     Skipped,
-    /// Not written: the source is broken, the destination refused it, or it was cut off.
-    Failed(Failure),
+    /// Not written: the source is broken, the destination refused it, or it was cut off (boxed:
+    /// an outcome per image is held for the whole run).
+    Failed(Box<Failure>),
     /// Not started: the run stopped first, for this cause.
     NotDone(Fatal),
 }
@@ -144,13 +145,14 @@ impl<S: Sink> Job for Copy<'_, S> {
     fn run(&self, image: &Image, progress: &Progress) -> Result<ImageOutcome, Halt> {
         let mut outcome = ImageOutcome::new(image);
         if !image.is_ok() {
-            outcome.status = ImageStatus::Failed(Failure::Source(image.problem_summary()));
+            outcome.status =
+                ImageStatus::Failed(Box::new(Failure::Source(image.problem_summary())));
             return Ok(outcome);
         }
         let target = match self.sink.target(image) {
             Ok(t) => t,
             Err(why) => {
-                outcome.status = ImageStatus::Failed(Failure::Refused(why));
+                outcome.status = ImageStatus::Failed(Box::new(Failure::Refused(why)));
                 return Ok(outcome);
             }
         };
@@ -160,7 +162,7 @@ impl<S: Sink> Job for Copy<'_, S> {
         };
         match *failed {
             (step, SinkError::Image(error)) => {
-                outcome.status = ImageStatus::Failed(Failure::Step { step, error });
+                outcome.status = ImageStatus::Failed(Box::new(Failure::Step { step, error }));
                 Ok(outcome)
             }
             (_, SinkError::Fatal(f)) => Err(Halt::Fatal(f)),
@@ -171,7 +173,7 @@ impl<S: Sink> Job for Copy<'_, S> {
     fn not_done(&self, image: &Image, cause: &Fatal, started: bool) -> ImageOutcome {
         let mut outcome = ImageOutcome::new(image);
         outcome.status = if started {
-            ImageStatus::Failed(Failure::Stopped(cause.clone()))
+            ImageStatus::Failed(Box::new(Failure::Stopped(cause.clone())))
         } else {
             ImageStatus::NotDone(cause.clone())
         };
@@ -193,10 +195,10 @@ impl<S: Sink> Job for Copy<'_, S> {
                     }
                     SinkError::Stopped => ImageError::Invalid("the run stopped".to_string()),
                 };
-                outcome.status = ImageStatus::Failed(Failure::Step {
+                outcome.status = ImageStatus::Failed(Box::new(Failure::Step {
                     step: Step::Finish(unfinished.what.clone()),
                     error,
-                });
+                }));
             }
         }
         fatal.map_or(Ok(()), Err)
@@ -221,6 +223,7 @@ impl<S: Sink> Copy<'_, S> {
             outcome.status = ImageStatus::Skipped;
             return Ok(());
         }
+        outcome.blobs.reserve_exact(image.blobs.len());
         let mut blobs: Vec<_> = image.blobs.iter().collect();
         blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
         for blob in blobs {

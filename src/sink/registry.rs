@@ -7,7 +7,7 @@ use super::{BlobAction, ImageError, Sink, SinkError};
 use crate::destination::Mapping;
 use crate::digest::Digest;
 use crate::engine::Fatal;
-use crate::engine::once::OnceMap;
+use crate::engine::once::{Ids, OnceMap};
 use crate::inventory::{BlobRef, Image};
 use crate::manifest::{ManifestKind, RawManifest};
 use crate::progress::Progress;
@@ -16,7 +16,8 @@ use crate::registry::{Client, Mount, RegistryError};
 use crate::source::BlobFile;
 
 /// A destination repository and a digest in it.
-type RepoDigest = (String, Digest);
+/// A (destination repository, digest) pair, the repository as its number in `RegistrySink::ids`.
+type RepoDigest = (u32, Digest);
 
 /// What this run learnt about a destination repository from one `tags/list` before its first image.
 #[derive(Clone)]
@@ -45,6 +46,7 @@ pub struct RegistrySink<'a> {
     /// repository's blob link by truncate-then-write, so a second concurrent mount could leave a
     /// manifest PUT reading an empty link.
     placed: OnceMap<RepoDigest, BlobAction>,
+    ids: Ids,
     /// Per destination repository, what its tag list said at the start.
     repos: OnceMap<String, RepoState>,
     /// Projects that could not be created: their images fail with this reason.
@@ -71,6 +73,7 @@ impl<'a> RegistrySink<'a> {
             dry_run,
             homes: OnceMap::new(),
             placed: OnceMap::new(),
+            ids: Ids::default(),
             repos: OnceMap::new(),
             broken_projects,
             manifest_locks: Mutex::new(HashMap::new()),
@@ -122,7 +125,7 @@ impl<'a> RegistrySink<'a> {
 
     fn mark_present(&self, repository: &str, digest: Digest) {
         self.placed
-            .set((repository.to_string(), digest), BlobAction::Present);
+            .set((self.ids.of(repository), digest), BlobAction::Present);
     }
 
     /// Whether an image whose top manifest is at `target` also has its children and blobs there:
@@ -148,7 +151,7 @@ impl<'a> RegistrySink<'a> {
             }
         }
         for b in &image.blobs {
-            if self.placed.get(&(target.clone(), b.digest)).is_some() {
+            if self.placed.get(&(self.ids.of(target), b.digest)).is_some() {
                 continue;
             }
             let head = self
@@ -391,7 +394,7 @@ impl Sink for RegistrySink<'_> {
         file: &BlobFile,
         progress: &Progress,
     ) -> Result<BlobAction, SinkError> {
-        let key = (target.clone(), blob.digest);
+        let key = (self.ids.of(target), blob.digest);
         let (action, here) = self
             .placed
             .run(&key, || self.place(target, blob, file, progress))?;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::destination::Mapping;
 use crate::digest::Digest;
-use crate::engine::once::OnceMap;
+use crate::engine::once::{Ids, OnceMap};
 use crate::engine::{Fatal, Halt, Job};
 use crate::inventory::{Image, ManifestRef};
 use crate::manifest::{ManifestKind, RawManifest};
@@ -30,7 +30,7 @@ pub struct Options {
 }
 
 /// A (destination repository, digest) pair.
-type RepoDigest = (String, Digest);
+type RepoDigest = (u32, Digest);
 
 /// Checks images against one registry: a job the engine runs, with one answer per (repository,
 /// digest) so shared blobs and children are asked once.
@@ -42,6 +42,8 @@ pub struct Checker<'a> {
     options: Options,
     manifests: OnceMap<RepoDigest, bool>,
     blobs: OnceMap<RepoDigest, bool>,
+    /// Destination repositories as numbers, for those keys.
+    ids: Ids,
     requests: AtomicUsize,
 }
 
@@ -59,6 +61,7 @@ impl<'a> Checker<'a> {
             options,
             manifests: OnceMap::new(),
             blobs: OnceMap::new(),
+            ids: Ids::default(),
             requests: AtomicUsize::new(0),
         }
     }
@@ -308,7 +311,7 @@ impl<'a> Checker<'a> {
     }
 
     fn manifest_present(&self, repository: &str, digest: Digest) -> Result<bool, RegistryError> {
-        let key = (repository.to_string(), digest);
+        let key = (self.ids.of(repository), digest);
         let (present, _) = self.manifests.run(&key, || {
             self.requests.fetch_add(1, Ordering::Relaxed);
             Ok::<_, RegistryError>(
@@ -321,7 +324,7 @@ impl<'a> Checker<'a> {
     }
 
     fn blob_present(&self, repository: &str, digest: Digest) -> Result<bool, RegistryError> {
-        let key = (repository.to_string(), digest);
+        let key = (self.ids.of(repository), digest);
         let (present, _) = self.blobs.run(&key, || {
             self.requests.fetch_add(1, Ordering::Relaxed);
             Ok::<_, RegistryError>(self.client.head_blob(repository, &digest)?.is_some())
