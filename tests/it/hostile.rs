@@ -180,7 +180,7 @@ fn hostile_tree(seed: u64) -> Hostile {
         "hostile/selfref",
         Some("v1"),
         Format::Oci,
-        &[child.clone()],
+        std::slice::from_ref(&child),
     )
     .expect("index pushes");
     let mut deep = image("hostile/deep");
