@@ -653,3 +653,61 @@ fn a_time_in_the_past_never_makes_a_retry_wait() {
     let past = httpdate::fmt_http_date(now - Duration::from_secs(3600));
     assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
 }
+
+#[test]
+fn a_bearer_challenge_after_one_the_parser_cannot_read_is_still_found() {
+    // Regression: `NTLM abc=` (a token68) before it made the whole header unreadable.
+    assert_eq!(
+        Challenge::parse(r#"NTLM abc=, Bearer realm="https://auth.example/token",service="reg""#),
+        Some(Challenge::Bearer {
+            realm: "https://auth.example/token".to_string(),
+            service: Some("reg".to_string()),
+        })
+    );
+}
+
+#[test]
+fn a_token_answer_of_the_wrong_shape_is_refused_without_quoting_it() {
+    // Regression: serde's message quoted the value it did not expect.
+    let e = token_reply("https://a/t", br#"{"token": 31415926535897932}"#).unwrap_err();
+    assert!(!e.to_string().contains("31415926535897932"), "{e}");
+}
+
+#[test]
+fn failed_list_lines_of_odd_names_read_back_as_their_images() {
+    // Regression: these were written plain and refused on reading (the whole list, exit 2), read
+    // as a comment, or split at the wrong separator.
+    let d = Digest::of(b"x");
+    let images = [
+        ImageRef::Tag {
+            repository: "a-".into(),
+            tag: "0".into(),
+        },
+        ImageRef::Tag {
+            repository: "#x".into(),
+            tag: "v1".into(),
+        },
+        ImageRef::Tag {
+            repository: "a".into(),
+            tag: "@".into(),
+        },
+        ImageRef::Tag {
+            repository: "a:b".into(),
+            tag: "c:d".into(),
+        },
+        ImageRef::Tag {
+            repository: "a@b".into(),
+            tag: "c".into(),
+        },
+        ImageRef::Digest {
+            repository: "a:b@c".into(),
+            digest: d,
+        },
+    ];
+    let text: String = images.iter().map(|i| i.list_line() + "\n").collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("failed.txt");
+    std::fs::write(&file, &text).unwrap();
+    assert_eq!(read_image_list(&file).unwrap(), images, "{text}");
+    assert!(text.lines().all(|l| !l.starts_with('#')), "{text}");
+}
