@@ -4,8 +4,10 @@
 #   big   one image with one BIG_MIB MiB layer (default 2048: 2 GiB);
 #   many  a bulk tree of REPOS x TAGS tags, then COPIES hard-link copies of its repositories under
 #         new names (c0/…, c1/…): a valid tree of REPOS x TAGS x COPIES tags (default 50,000).
-# validate checks against a docker-registry serving the tree itself (every tag passes); push
-# --dry-run plans against an empty one. Peak RSS is GNU time's %M (whole process, KiB).
+# Repositories are moved under c0/ (c1/, …) so that the default mapping keeps their names: validate
+# checks against a docker-registry serving the tree itself (every tag passes); push --dry-run
+# plans against an empty one; the big tree is also pushed for real into that empty one.
+# Peak RSS is GNU time's %M (whole process, KiB).
 # Knobs (environment): BIG_MIB (2048) REPOS (100) TAGS (5) COPIES (100) JOBS (ferry -j, 4)
 # BENCH_TMPDIR (/dev/shm) FERRY_BIN (a ferry binary to measure instead of building one)
 # ONLY=big|many (one tree only) KEEP=1 keeps the work folder. Needs docker-registry, curl, GNU time.
@@ -116,15 +118,18 @@ measure() {
     fi
 }
 
-# run_all LABEL TREE: the four commands on one tree.
+# run_all LABEL TREE [push]: the four commands on one tree (and a real push).
 run_all() {
-    local label=$1 tree=$2
+    local label=$1 tree=$2 real_push=${3:-}
     start_registry "$label-served" "$tree"
     local served=$REG
     start_registry "$label-empty" "$WORK/$label-empty/storage"
     local empty=$REG
     measure "$label" "list --format json" list "$tree" --format json
     measure "$label" "push --dry-run" push "$tree" -d "http://$empty" --dry-run -j "$JOBS" -o "$WORK/$label-push-failed.txt"
+    if [ -n "$real_push" ]; then
+        measure "$label" "push" push "$tree" -d "http://$empty" -j "$JOBS" -o "$WORK/$label-push-failed.txt"
+    fi
     measure "$label" "validate" validate "$tree" -d "http://$served" -j "$JOBS" -o "$WORK/$label-validate-failed.txt"
     measure "$label" "export --link copy" export "$tree" --out "$WORK/$label-export" --link copy -j "$JOBS" -o "$WORK/$label-export-failed.txt"
     rm -rf "$WORK/$label-export"
@@ -134,7 +139,11 @@ if [ "$ONLY" != many ]; then
     echo "bench-memory: generating one image with a $BIG_MIB MiB layer in $WORK/big" >&2
     "$TESTKIT" generate --out "$WORK/big" --scenario bulk --repositories 1 --tags-per-repo 1 \
         --base-layers 1 --base-layer-kib $((BIG_MIB * 1024)) --tmpdir "$BENCH_TMPDIR" --registry-log-level error
-    run_all big "$WORK/big"
+    V2="$WORK/big/docker/registry/v2"
+    mv "$V2/repositories" "$V2/original"
+    mkdir "$V2/repositories"
+    mv "$V2/original" "$V2/repositories/c0"
+    run_all big "$WORK/big" push
     rm -rf "$WORK/big"
 fi
 

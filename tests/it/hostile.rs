@@ -683,3 +683,18 @@ fn a_hostile_tree_in_a_tar_or_tar_gz_fails_its_images_and_writes_only_its_cache(
         assert!(!entry.file_type().is_fifo(), "{}", entry.path().display());
     }
 }
+
+#[test]
+fn a_fifo_given_as_source_is_refused_at_once() {
+    // Regression: SOURCE was opened to tell its kind by content, and a FIFO blocks that forever.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("registry.tar");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let listed = measured(ferry(&["list"], &fifo));
+    assert_eq!(listed.code, 2, "{}", listed.stderr);
+    assert!(
+        listed.stderr.contains("is not a registry storage tree"),
+        "{}",
+        listed.stderr
+    );
+}
