@@ -60,6 +60,52 @@ impl ImageRef {
         }
     }
 
+    /// This image as a line of a failed list or `--images` file, read back as exactly this image
+    /// by [`read_image_list`]: `repo:tag` when the names are valid; a JSON string
+    /// (`"alpine:3.19\nx"`) for names from a damaged tree; a JSON object
+    /// (`{"repository":"a:b","tag":"c"}`) when a name holds a `:` or `@` that would split it elsewhere.
+    pub fn list_line(&self) -> String {
+        let text = self.to_string();
+        if ImageRef::parse(&text).as_ref() == Ok(self)
+            && matches!(
+                crate::names::list_line(&text),
+                std::borrow::Cow::Borrowed(_)
+            )
+        {
+            return text;
+        }
+        if ImageRef::split(&text).as_ref() == Ok(self) {
+            return serde_json::to_string(&text).expect("a string serialises");
+        }
+        let (tag, digest) = match self {
+            ImageRef::Tag { tag, .. } => (Some(tag.clone()), None),
+            ImageRef::Digest { digest, .. } => (None, Some(*digest)),
+        };
+        let line = ListObject {
+            repository: self.repository().to_string(),
+            tag,
+            digest,
+        };
+        serde_json::to_string(&line).expect("names serialise")
+    }
+
+    /// Reads a `{"repository":…,"tag":…}` (or `"digest"`) line written by [`ImageRef::list_line`].
+    fn from_object(line: &str) -> Result<ImageRef, String> {
+        let o: ListObject = serde_json::from_str(line)
+            .map_err(|e| format!("not a valid {{\"repository\":…,\"tag\":…}} line: {e}"))?;
+        match (o.tag, o.digest) {
+            (Some(tag), None) => Ok(ImageRef::Tag {
+                repository: o.repository,
+                tag,
+            }),
+            (None, Some(digest)) => Ok(ImageRef::Digest {
+                repository: o.repository,
+                digest,
+            }),
+            _ => Err("expected exactly one of \"tag\" and \"digest\"".to_string()),
+        }
+    }
+
     pub fn repository(&self) -> &str {
         match self {
             ImageRef::Tag { repository, .. } | ImageRef::Digest { repository, .. } => repository,
@@ -81,10 +127,26 @@ fn check_repo(repo: &str) -> Result<String, String> {
     Ok(repo.to_string())
 }
 
+/// The object form of a list line, for names holding a separator.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListObject {
+    repository: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tag: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<Digest>,
+}
+
 /// Reads an image list: one `repo:tag` (or `repo@digest`) per line; blank lines and `#` comments skipped.
 pub fn read_image_list(path: &Path) -> anyhow::Result<Vec<ImageRef>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read image list {}", path.display()))?;
+    parse_image_list(&text, path)
+}
+
+/// Parses the text of an image list read from `path` (named in errors, with the line number).
+pub fn parse_image_list(text: &str, path: &Path) -> anyhow::Result<Vec<ImageRef>> {
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -92,10 +154,14 @@ pub fn read_image_list(path: &Path) -> anyhow::Result<Vec<ImageRef>> {
             continue;
         }
         // A quoted line is a name ferry found in a damaged tree: read it back as it was.
-        let parsed = match crate::names::from_list_line(line) {
-            Ok(std::borrow::Cow::Owned(raw)) => ImageRef::split(&raw),
-            Ok(std::borrow::Cow::Borrowed(plain)) => ImageRef::parse(plain),
-            Err(e) => Err(e),
+        let parsed = if line.starts_with('{') {
+            ImageRef::from_object(line)
+        } else {
+            match crate::names::from_list_line(line) {
+                Ok(std::borrow::Cow::Owned(raw)) => ImageRef::split(&raw),
+                Ok(std::borrow::Cow::Borrowed(plain)) => ImageRef::parse(plain),
+                Err(e) => Err(e),
+            }
         };
         match parsed {
             Ok(r) => out.push(r),

@@ -1,7 +1,7 @@
 //! The inventory of a source: each selected tag resolved to an `Image` (manifests, children, blobs, problems).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -12,18 +12,18 @@ use crate::manifest::{
     config_platform,
 };
 use crate::problem::Problem;
-use crate::source::{BlobFile, ScanOptions, Source, SourceError, Upload};
+use crate::source::{ScanOptions, Source, SourceError, Upload};
 
-/// A blob an image needs: a config or a layer, with the role it plays (for messages).
+/// A blob an image needs: a config or a layer, with the role it plays (for messages). The source
+/// has it (one it lacks is a problem of the image instead); its file is asked for again when the
+/// blob is copied (`Source::blob`), so a run over many images holds no paths.
 #[derive(Debug, Clone)]
 pub struct BlobRef {
     pub digest: Digest,
     /// Size the manifest declares (schema1: the file's size).
     pub size: u64,
-    pub media_type: String,
+    pub media_type: Cow<'static, str>,
     pub role: String,
-    /// The local file, when the source has it.
-    pub file: Option<BlobFile>,
 }
 
 /// What one manifest of an image refers to, as indexes into the image's `manifests` and `blobs`
@@ -34,6 +34,57 @@ pub struct Refs {
     pub blobs: Vec<usize>,
 }
 
+/// What an image keeps of one of its manifests once resolved: what it is, not its bytes. A run
+/// over a million tags cannot hold every manifest; whoever needs the bytes or the parsed view
+/// reads them again from the source (`Source::manifest`), which checks them against the digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestRef {
+    digest: Digest,
+    kind: ManifestKind,
+    media_type: Cow<'static, str>,
+    type_label: &'static str,
+    len: u64,
+    /// The manifest a referrer (a signature, an attestation) names in its `subject`.
+    subject: Option<Digest>,
+}
+
+impl ManifestRef {
+    pub fn of(manifest: &RawManifest) -> ManifestRef {
+        ManifestRef {
+            digest: manifest.digest(),
+            kind: manifest.kind(),
+            media_type: crate::manifest::media_type::intern(manifest.media_type()),
+            type_label: manifest.type_label(),
+            len: manifest.len(),
+            subject: manifest.subject().map(|d| d.digest),
+        }
+    }
+
+    /// As [`RawManifest::subject`]: the digest a referrer names.
+    pub fn subject(&self) -> Option<Digest> {
+        self.subject
+    }
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+    pub fn kind(&self) -> ManifestKind {
+        self.kind
+    }
+    pub fn media_type(&self) -> &str {
+        &self.media_type
+    }
+    /// As [`RawManifest::type_label`].
+    pub fn type_label(&self) -> &'static str {
+        self.type_label
+    }
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// One tag (or untagged manifest) of one repository, resolved as far as the source allows.
 #[derive(Debug, Clone)]
 pub struct Image {
@@ -41,7 +92,7 @@ pub struct Image {
     pub tag: Option<String>,
     pub digest: Option<Digest>,
     /// Every manifest of the image in push order: children before the index that lists them.
-    pub manifests: Vec<Arc<RawManifest>>,
+    pub manifests: Vec<ManifestRef>,
     /// What each manifest (same order) refers to: the one resolution every consumer reads.
     pub refs: Vec<Refs>,
     /// Configs and layers of every manifest, each digest once; foreign layers excluded.
@@ -68,13 +119,27 @@ impl Image {
         }
     }
 
+    /// Gives back what the resolution over-allocated: a million images are held at once.
+    fn shrink_to_fit(&mut self) {
+        self.manifests.shrink_to_fit();
+        self.refs.shrink_to_fit();
+        for r in &mut self.refs {
+            r.children.shrink_to_fit();
+            r.blobs.shrink_to_fit();
+        }
+        self.blobs.shrink_to_fit();
+        self.foreign.shrink_to_fit();
+        self.platforms.shrink_to_fit();
+        self.problems.shrink_to_fit();
+    }
+
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
 
     /// The top manifest (the tag's target), when it could be read.
-    pub fn manifest(&self) -> Option<&RawManifest> {
-        self.manifests.last().map(|m| m.as_ref())
+    pub fn manifest(&self) -> Option<&ManifestRef> {
+        self.manifests.last()
     }
 
     /// Bytes the image references: its configs and layers, each once.
@@ -85,12 +150,20 @@ impl Image {
     /// `repo:tag`, or `repo@digest` for an untagged manifest: the failed-list form (quoted when a
     /// name from a damaged tree holds a control character, see [`crate::names::list_line`]).
     pub fn reference(&self) -> String {
-        let raw = match (&self.tag, &self.digest) {
-            (Some(tag), _) => format!("{}:{tag}", self.repository),
-            (None, Some(d)) => format!("{}@{d}", self.repository),
-            (None, None) => self.repository.clone(),
-        };
-        crate::names::list_line(&raw).into_owned()
+        let repository = self.repository.clone();
+        match (&self.tag, &self.digest) {
+            (Some(tag), _) => ImageRef::Tag {
+                repository,
+                tag: tag.clone(),
+            }
+            .list_line(),
+            (None, Some(digest)) => ImageRef::Digest {
+                repository,
+                digest: *digest,
+            }
+            .list_line(),
+            (None, None) => crate::names::list_line(&repository).into_owned(),
+        }
     }
 
     /// One line summing up the problems.
@@ -156,16 +229,20 @@ impl Inventory {
             problems: scan.problems,
             ..Inventory::default()
         };
+        // Only an --images list needs to know what was found (to name what was not).
+        let listed = filters.image_list().is_some();
         let mut found: HashSet<ImageRef> = HashSet::new();
         for repo in &scan.repositories {
             inventory.uploads.extend(repo.uploads.iter().cloned());
             let jobs_before = jobs.len();
             for tag in &repo.tags {
                 if filters.selects_tag(&repo.name, &tag.name) {
-                    found.insert(ImageRef::Tag {
-                        repository: repo.name.clone(),
-                        tag: tag.name.clone(),
-                    });
+                    if listed {
+                        found.insert(ImageRef::Tag {
+                            repository: repo.name.clone(),
+                            tag: tag.name.clone(),
+                        });
+                    }
                     jobs.push(Job {
                         repository: repo.name.clone(),
                         tag: Some(tag.name.clone()),
@@ -177,10 +254,12 @@ impl Inventory {
             if options.untagged {
                 for digest in untagged_in(source, repo) {
                     if filters.selects_untagged(&repo.name, &digest) {
-                        found.insert(ImageRef::Digest {
-                            repository: repo.name.clone(),
-                            digest,
-                        });
+                        if listed {
+                            found.insert(ImageRef::Digest {
+                                repository: repo.name.clone(),
+                                digest,
+                            });
+                        }
                         jobs.push(Job {
                             repository: repo.name.clone(),
                             tag: None,
@@ -196,6 +275,7 @@ impl Inventory {
                 inventory.problems.extend(repo.problems.iter().cloned());
             }
         }
+        drop(scan.repositories);
         let mut images: Vec<Image> = jobs
             .into_par_iter()
             .map(|job| {
@@ -318,7 +398,7 @@ pub fn resolve(
     };
     let mut image = Image::new(repository, tag, Some(digest));
     let top = match source.manifest(&digest) {
-        Ok(m) => Arc::new(m),
+        Ok(m) => m,
         Err(p) => {
             image.problems.push(p);
             return image;
@@ -331,7 +411,7 @@ pub fn resolve(
         visiting: HashSet::new(),
         image: &mut image,
     };
-    walk.manifest(top.clone(), "", 0);
+    walk.manifest(&top, "", 0);
     if top.kind().is_index() {
         image.platforms = top
             .manifests()
@@ -346,6 +426,7 @@ pub fn resolve(
     {
         image.platforms.push(p);
     }
+    image.shrink_to_fit();
     image
 }
 
@@ -363,7 +444,7 @@ struct Walk<'a> {
 impl Walk<'_> {
     /// Adds `manifest` and everything below it, returns its index; `context` prefixes problems
     /// found in children.
-    fn manifest(&mut self, manifest: Arc<RawManifest>, context: &str, depth: usize) -> usize {
+    fn manifest(&mut self, manifest: &RawManifest, context: &str, depth: usize) -> usize {
         let digest = manifest.digest();
         if let Some(&i) = self.manifest_index.get(&digest) {
             return i;
@@ -391,7 +472,7 @@ impl Walk<'_> {
             }
             match self.source.manifest(&child.digest) {
                 Ok(m) => {
-                    let c = self.manifest(Arc::new(m), &format!("{label}: "), depth + 1);
+                    let c = self.manifest(&m, &format!("{label}: "), depth + 1);
                     refs.children.push(c);
                 }
                 Err(p) => self.image.problems.push(p.within(label)),
@@ -404,7 +485,8 @@ impl Walk<'_> {
             .enumerate()
             .map(|(i, l)| (l, format!("layer {}", i + 1)));
         for (descriptor, role) in config.into_iter().chain(layers) {
-            let role = format!("{context}{role}");
+            let mut role = format!("{context}{role}");
+            role.shrink_to_fit();
             let schema1 = manifest.kind() == ManifestKind::Schema1;
             if let Some(b) = self.blob(descriptor, role, schema1)
                 && !refs.blobs.contains(&b)
@@ -413,7 +495,7 @@ impl Walk<'_> {
             }
         }
         self.visiting.remove(&digest);
-        self.image.manifests.push(manifest);
+        self.image.manifests.push(ManifestRef::of(manifest));
         self.image.refs.push(refs);
         let i = self.image.manifests.len() - 1;
         self.manifest_index.insert(digest, i);
@@ -471,9 +553,8 @@ impl Walk<'_> {
             } else {
                 descriptor.size
             },
-            media_type: descriptor.media_type.clone(),
+            media_type: crate::manifest::media_type::intern(&descriptor.media_type),
             role,
-            file: Some(file),
         });
         let i = self.image.blobs.len() - 1;
         self.blob_index.insert(descriptor.digest, Some(i));

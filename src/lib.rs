@@ -13,6 +13,8 @@ pub mod names;
 pub mod preflight;
 pub mod problem;
 pub mod progress;
+#[cfg(test)]
+mod properties;
 pub mod registry;
 pub mod report;
 pub mod secret;

@@ -25,6 +25,34 @@ pub mod media_type {
     pub const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
     pub const COSIGN_SIGNATURE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 
+    /// The media types most images use, so a run over many images keeps one copy of each.
+    const COMMON: [&str; 16] = [
+        DOCKER_V2,
+        DOCKER_LIST,
+        DOCKER_V1,
+        DOCKER_V1_SIGNED,
+        OCI_MANIFEST,
+        OCI_INDEX,
+        DOCKER_CONFIG,
+        OCI_CONFIG,
+        HELM_CONFIG,
+        COSIGN_SIGNATURE,
+        "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        "application/vnd.oci.image.layer.v1.tar+zstd",
+        "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+    ];
+
+    /// `media_type` as a shared constant when it is a common one, else a copy of its own.
+    pub fn intern(media_type: &str) -> std::borrow::Cow<'static, str> {
+        match COMMON.iter().find(|c| **c == media_type) {
+            Some(c) => std::borrow::Cow::Borrowed(c),
+            None => std::borrow::Cow::Owned(media_type.to_string()),
+        }
+    }
+
     /// Every manifest type a registry may hold, for `Accept` headers.
     pub const ACCEPT_ALL: [&str; 6] = [
         OCI_INDEX,

@@ -67,7 +67,9 @@ pub fn check_tag(tag: &str) -> Result<(), String> {
 /// is plain printable text, else a JSON string (`"repo:ta\\ng"`), so a name with a newline, a tab
 /// or a quote never breaks a line and `--images` reads back exactly what was written.
 pub fn list_line(reference: &str) -> Cow<'_, str> {
+    // A line starting with `#` or `{` would read back as a comment or an object.
     let plain = !reference.is_empty()
+        && !reference.starts_with(['#', '{'])
         && reference
             .chars()
             .all(|c| !c.is_control() && !c.is_whitespace() && c != '"' && c != '\\');

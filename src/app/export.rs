@@ -79,13 +79,27 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let (mut run, files) = match args.layout {
         Layout::Dir => {
             let sink = DirLayout::new(out.clone(), tree.as_ref(), ladder);
-            let run = engine::run(&Copy::new(&sink), images, &order, jobs, &progress, &stop);
+            let run = engine::run(
+                &Copy::new(&sink, tree.as_ref()),
+                images,
+                &order,
+                jobs,
+                &progress,
+                &stop,
+            );
             (run, sink.totals())
         }
         Layout::Oci => {
             let repositories = images.iter().map(|i| i.repository.clone());
             let sink = OciLayout::new(out.clone(), tree.as_ref(), ladder, repositories);
-            let run = engine::run(&Copy::new(&sink), images, &order, jobs, &progress, &stop);
+            let run = engine::run(
+                &Copy::new(&sink, tree.as_ref()),
+                images,
+                &order,
+                jobs,
+                &progress,
+                &stop,
+            );
             (run, sink.totals())
         }
     };

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Outcome;
 use crate::cli::{GlobalArgs, ListArgs, ListFormat};
-use crate::inventory::{Inventory, InventoryOptions, Totals};
+use crate::inventory::{Image, Inventory, InventoryOptions, Totals};
 use crate::report::{ImageRecord, write_json_file};
 use crate::source::Upload;
 use crate::{note, warn};
@@ -17,7 +17,7 @@ struct ListReport<'a> {
     command: &'static str,
     source: String,
     totals: Totals,
-    images: &'a [ImageRecord],
+    images: Records<'a>,
     unfinished_uploads: &'a [Upload],
     problems: Vec<String>,
 }
@@ -38,11 +38,11 @@ pub fn run(args: &ListArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
             config_platforms: args.format != ListFormat::Images,
         },
     )?;
-    let records: Vec<ImageRecord> = inventory.images.iter().map(ImageRecord::from).collect();
+    let records = Records(&inventory.images);
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     match args.format {
-        ListFormat::Table => write_table(&mut out, &records)?,
+        ListFormat::Table => write_table(&mut out, &inventory.images)?,
         ListFormat::Json => {
             serde_json::to_writer_pretty(&mut out, &records)?;
             writeln!(out)?;
@@ -77,7 +77,7 @@ pub fn run(args: &ListArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
                 command: "list",
                 source: tree.location().display().to_string(),
                 totals,
-                images: &records,
+                images: records,
                 unfinished_uploads: &inventory.uploads,
                 problems: inventory.problems.iter().map(|p| p.to_string()).collect(),
             },
@@ -88,6 +88,16 @@ pub fn run(args: &ListArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Done
     })
+}
+
+/// The images as JSON rows, each made as it is written (a million rows are never all in memory).
+#[derive(Clone, Copy)]
+struct Records<'a>(&'a [Image]);
+
+impl Serialize for Records<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ImageRecord::from))
+    }
 }
 
 fn summary(t: &Totals, uploads: usize) -> String {
@@ -111,7 +121,33 @@ fn summary(t: &Totals, uploads: usize) -> String {
     s
 }
 
-fn write_table(out: &mut impl Write, records: &[ImageRecord]) -> io::Result<()> {
+/// The table's cells for one image.
+fn row(image: &Image) -> [String; 7] {
+    let r = ImageRecord::from(image);
+    [
+        r.repository,
+        r.tag.unwrap_or_else(|| "<none>".into()),
+        r.digest
+            .as_deref()
+            .map(|d| d.trim_start_matches("sha256:")[..12].to_string())
+            .unwrap_or_else(|| "-".into()),
+        r.kind.unwrap_or("-").to_string(),
+        if r.platforms.is_empty() {
+            "-".to_string()
+        } else {
+            r.platforms
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        HumanBytes(r.size).to_string(),
+        r.status.to_string(),
+    ]
+}
+
+/// Writes the table in two passes over the images (widths, then rows), holding one row at a time.
+fn write_table(out: &mut impl Write, images: &[Image]) -> io::Result<()> {
     let header = [
         "REPOSITORY",
         "TAG",
@@ -121,34 +157,9 @@ fn write_table(out: &mut impl Write, records: &[ImageRecord]) -> io::Result<()> 
         "SIZE",
         "STATUS",
     ];
-    let rows: Vec<[String; 7]> = records
-        .iter()
-        .map(|r| {
-            [
-                r.repository.clone(),
-                r.tag.clone().unwrap_or_else(|| "<none>".into()),
-                r.digest
-                    .as_deref()
-                    .map(|d| d.trim_start_matches("sha256:")[..12].to_string())
-                    .unwrap_or_else(|| "-".into()),
-                r.kind.unwrap_or("-").to_string(),
-                if r.platforms.is_empty() {
-                    "-".to_string()
-                } else {
-                    r.platforms
-                        .iter()
-                        .map(|p| p.to_string())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                },
-                HumanBytes(r.size).to_string(),
-                r.status.to_string(),
-            ]
-        })
-        .collect();
     let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
+    for image in images {
+        for (w, cell) in widths.iter_mut().zip(row(image)) {
             *w = (*w).max(cell.chars().count());
         }
     }
@@ -164,8 +175,8 @@ fn write_table(out: &mut impl Write, records: &[ImageRecord]) -> io::Result<()> 
         writeln!(out, "{}", text.trim_end())
     };
     line(out, &header)?;
-    for row in &rows {
-        line(out, &row.each_ref().map(String::as_str))?;
+    for image in images {
+        line(out, &row(image).each_ref().map(String::as_str))?;
     }
     Ok(())
 }

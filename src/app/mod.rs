@@ -255,7 +255,7 @@ pub fn report_failures(outcomes: &[ImageOutcome]) {
     let (mut not_done, mut cut) = (0, 0);
     for image in outcomes {
         match &image.status {
-            ImageStatus::Failed(Failure::Stopped(_)) => cut += 1,
+            ImageStatus::Failed(f) if matches!(**f, Failure::Stopped(_)) => cut += 1,
             ImageStatus::Failed(reason) => match &image.target {
                 Some(t) => crate::error!("{} → {t}: {reason}", image.source),
                 None => crate::error!("{}: {reason}", image.source),

@@ -143,7 +143,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         preflight.projects(),
     )
     .with_foreign_homes(foreign)
-    .verifying_sources(args.verify);
+    .verifying_sources(args.verify.then_some(tree.as_ref()));
     let images = &inventory.images;
     // Home images first (other shards mount from them), in plan order within each group, and
     // still every signature after its subject.
@@ -158,7 +158,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let order = depends::after_subjects(order, &depends::subjects(images));
     let subjects = Subjects::of(images);
     let run = engine::run(
-        &Copy::new(&sink).after_subjects(&subjects, &stop),
+        &Copy::new(&sink, tree.as_ref()).after_subjects(&subjects, &stop),
         images,
         &order,
         usize::from(args.jobs),

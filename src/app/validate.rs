@@ -86,7 +86,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
         harbor: harbor.is_some(),
         closed: preflight.projects().closed,
     };
-    let checker = Checker::new(client, mapping, options);
+    let checker = Checker::new(client, tree.as_ref(), mapping, options);
     let images = &inventory.images;
     let run = engine::run(
         &checker,

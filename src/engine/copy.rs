@@ -13,6 +13,7 @@ use crate::digest::Digest;
 use crate::inventory::Image;
 use crate::progress::Progress;
 use crate::sink::{BlobAction, ImageError, Sink, SinkError};
+use crate::source::Source;
 
 /// How one image ended.
 #[derive(Debug)]
@@ -21,8 +22,9 @@ pub enum ImageStatus {
     Copied,
     /// Already complete at the destination.
     Skipped,
-    /// Not written: the source is broken, the destination refused it, or it was cut off.
-    Failed(Failure),
+    /// Not written: the source is broken, the destination refused it, or it was cut off (boxed:
+    /// an outcome per image is held for the whole run).
+    Failed(Box<Failure>),
     /// Not started: the run stopped first, for this cause.
     NotDone(Fatal),
 }
@@ -127,17 +129,19 @@ impl CopyCounts {
     }
 }
 
-/// Copies images into one sink.
+/// Copies images into one sink, reading manifests again from their source as they travel.
 pub struct Copy<'a, S: Sink> {
     sink: &'a S,
+    source: &'a dyn Source,
     /// When set, a referrer waits for its subject in the same run to end before it is written.
     subjects: Option<(&'a Subjects, &'a Stop)>,
 }
 
 impl<'a, S: Sink> Copy<'a, S> {
-    pub fn new(sink: &'a S) -> Copy<'a, S> {
+    pub fn new(sink: &'a S, source: &'a dyn Source) -> Copy<'a, S> {
         Copy {
             sink,
+            source,
             subjects: None,
         }
     }
@@ -153,13 +157,14 @@ impl<'a, S: Sink> Copy<'a, S> {
     fn copy(&self, image: &Image, progress: &Progress) -> Result<ImageOutcome, Halt> {
         let mut outcome = ImageOutcome::new(image);
         if !image.is_ok() {
-            outcome.status = ImageStatus::Failed(Failure::Source(image.problem_summary()));
+            outcome.status =
+                ImageStatus::Failed(Box::new(Failure::Source(image.problem_summary())));
             return Ok(outcome);
         }
         let target = match self.sink.target(image) {
             Ok(t) => t,
             Err(why) => {
-                outcome.status = ImageStatus::Failed(Failure::Refused(why));
+                outcome.status = ImageStatus::Failed(Box::new(Failure::Refused(why)));
                 return Ok(outcome);
             }
         };
@@ -175,7 +180,8 @@ impl<'a, S: Sink> Copy<'a, S> {
                     subject,
                     end: SubjectEnd::Failed(reason),
                 } => {
-                    outcome.status = ImageStatus::Failed(Failure::Subject { subject, reason });
+                    outcome.status =
+                        ImageStatus::Failed(Box::new(Failure::Subject { subject, reason }));
                     return Ok(outcome);
                 }
                 Waited::TimedOut { subject } => crate::warn!(
@@ -191,7 +197,7 @@ impl<'a, S: Sink> Copy<'a, S> {
         };
         match *failed {
             (step, SinkError::Image(error)) => {
-                outcome.status = ImageStatus::Failed(Failure::Step { step, error });
+                outcome.status = ImageStatus::Failed(Box::new(Failure::Step { step, error }));
                 Ok(outcome)
             }
             (_, SinkError::Fatal(f)) => Err(Halt::Fatal(f)),
@@ -227,7 +233,7 @@ impl<S: Sink> Job for Copy<'_, S> {
         self.ended(image, || SubjectEnd::Failed(cause.to_string()));
         let mut outcome = ImageOutcome::new(image);
         outcome.status = if started {
-            ImageStatus::Failed(Failure::Stopped(cause.clone()))
+            ImageStatus::Failed(Box::new(Failure::Stopped(cause.clone())))
         } else {
             ImageStatus::NotDone(cause.clone())
         };
@@ -249,10 +255,10 @@ impl<S: Sink> Job for Copy<'_, S> {
                     }
                     SinkError::Stopped => ImageError::Invalid("the run stopped".to_string()),
                 };
-                outcome.status = ImageStatus::Failed(Failure::Step {
+                outcome.status = ImageStatus::Failed(Box::new(Failure::Step {
                     step: Step::Finish(unfinished.what.clone()),
                     error,
-                });
+                }));
             }
         }
         fatal.map_or(Ok(()), Err)
@@ -277,6 +283,7 @@ impl<S: Sink> Copy<'_, S> {
             outcome.status = ImageStatus::Skipped;
             return Ok(());
         }
+        outcome.blobs.reserve_exact(image.blobs.len());
         let mut blobs: Vec<_> = image.blobs.iter().collect();
         blobs.sort_by_key(|b| std::cmp::Reverse(b.size));
         for blob in blobs {
@@ -284,13 +291,16 @@ impl<S: Sink> Copy<'_, S> {
                 role: blob.role.clone(),
                 digest: blob.digest,
             };
-            let Some(file) = &blob.file else {
-                let error = ImageError::Invalid("the source has no file for it".to_string());
-                return Err(Box::new((step(), SinkError::Image(error))));
-            };
+            // The inventory keeps no paths: ask the source again (a stat, no read).
+            let file = self.source.blob(&blob.digest).map_err(|p| {
+                Box::new((
+                    step(),
+                    SinkError::invalid(format!("the source changed: {p}")),
+                ))
+            })?;
             let action = self
                 .sink
-                .put_blob(target, blob, file, progress)
+                .put_blob(target, blob, &file, progress)
                 .map_err(|e| Box::new((step(), e)))?;
             outcome.blobs.push(BlobRecord {
                 digest: blob.digest,
@@ -299,15 +309,23 @@ impl<S: Sink> Copy<'_, S> {
             });
         }
         let count = image.manifests.len();
-        for (i, manifest) in image.manifests.iter().enumerate() {
+        for (i, m) in image.manifests.iter().enumerate() {
             let tag = if i + 1 == count {
                 image.tag.as_deref()
             } else {
                 None
             };
+            let step = || Step::Manifest(m.digest());
+            // The inventory keeps no bytes: read them again (checked against the digest).
+            let manifest = self.source.manifest(&m.digest()).map_err(|p| {
+                Box::new((
+                    step(),
+                    SinkError::invalid(format!("the source changed: {p}")),
+                ))
+            })?;
             self.sink
-                .put_manifest(target, manifest, tag)
-                .map_err(|e| Box::new((Step::Manifest(manifest.digest()), e)))?;
+                .put_manifest(target, &manifest, tag)
+                .map_err(|e| Box::new((step(), e)))?;
         }
         self.sink
             .finish_image(target, image)

@@ -27,7 +27,7 @@ pub fn subject_digest(image: &Image) -> Option<Digest> {
             }
         }
     }
-    image.manifest()?.subject().map(|d| d.digest)
+    image.manifest()?.subject()
 }
 
 /// Per image, the image of the same repository that holds its subject (the one whose top
@@ -199,15 +199,14 @@ impl Subjects {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
+    use crate::inventory::ManifestRef;
     use crate::manifest::RawManifest;
 
     fn image(repository: &str, tag: &str, manifests: &[&str]) -> Image {
-        let manifests: Vec<Arc<RawManifest>> = manifests
+        let manifests: Vec<ManifestRef> = manifests
             .iter()
-            .map(|m| Arc::new(RawManifest::parse(m.as_bytes().to_vec()).unwrap()))
+            .map(|m| ManifestRef::of(&RawManifest::parse(m.as_bytes().to_vec()).unwrap()))
             .collect();
         Image {
             repository: repository.into(),

@@ -63,7 +63,9 @@ pub fn run<J: Job>(
     stop: &Stop,
 ) -> Run<J::Outcome> {
     let next = AtomicUsize::new(0);
-    let outcomes: Mutex<Vec<(usize, J::Outcome)>> = Mutex::new(Vec::with_capacity(images.len()));
+    // One slot per image, filled in place: no second list of outcomes while they are sorted.
+    let outcomes: Mutex<Vec<Option<J::Outcome>>> =
+        Mutex::new(std::iter::repeat_with(|| None).take(images.len()).collect());
     std::thread::scope(|scope| {
         for _ in 0..jobs.clamp(1, order.len().max(1)) {
             scope.spawn(|| {
@@ -87,17 +89,14 @@ pub fn run<J: Job>(
                         },
                     };
                     progress.image_done(&image.reference());
-                    outcomes
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push((i, outcome));
+                    outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
                 }
             });
         }
     });
     let mut outcomes = outcomes.into_inner().unwrap_or_else(|e| e.into_inner());
-    outcomes.sort_by_key(|(i, _)| *i);
-    let mut outcomes: Vec<J::Outcome> = outcomes.into_iter().map(|(_, o)| o).collect();
+    outcomes.retain(Option::is_some);
+    let mut outcomes: Vec<J::Outcome> = outcomes.into_iter().map(Option::unwrap).collect();
     if let Err(f) = job.finish(images, &mut outcomes) {
         stop.fatal(f);
     }

@@ -77,6 +77,25 @@ impl<K: Eq + Hash + Clone, T: Clone> OnceMap<K, T> {
     }
 }
 
+/// A number for each name (a destination repository), so maps keyed by (name, digest) over a
+/// whole run hold a 36-byte key instead of a string each.
+#[derive(Debug, Default)]
+pub struct Ids {
+    ids: Mutex<HashMap<String, u32>>,
+}
+
+impl Ids {
+    pub fn of(&self, name: &str) -> u32 {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&id) = ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(ids.len()).expect("fewer than 2^32 names");
+        ids.insert(name.to_string(), id);
+        id
+    }
+}
+
 /// Clears a running entry when the work failed or panicked, and wakes the waiters.
 struct Forget<'a, K: Eq + Hash + Clone, T: Clone> {
     map: &'a OnceMap<K, T>,

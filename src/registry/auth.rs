@@ -15,6 +15,8 @@ use crate::secret::Secret;
 const DEFAULT_TOKEN_LIFE: Duration = Duration::from_secs(60);
 /// Renew this much before expiry, so a token never dies mid-request.
 const RENEW_MARGIN: Duration = Duration::from_secs(10);
+/// A longer `expires_in` is taken as this (a huge one would overflow the renewal time).
+pub const MAX_TOKEN_LIFE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// An access the registry must grant: `repository:<name>:<actions>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +60,22 @@ pub enum Challenge {
 impl Challenge {
     /// Picks the first scheme ferry speaks from a `WWW-Authenticate` value.
     pub fn parse(header: &str) -> Option<Challenge> {
+        if let Some(c) = Self::first_known(header) {
+            return Some(c);
+        }
+        // A challenge the parser cannot read (`NTLM abc=` before `Bearer …`) must not hide the
+        // one ferry speaks: try again from each later challenge that starts after a comma.
+        header
+            .match_indices(',')
+            .map(|(i, _)| header[i + 1..].trim_start())
+            .filter(|rest| {
+                let scheme = rest.split([' ', '\t']).next().unwrap_or_default();
+                scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("basic")
+            })
+            .find_map(Self::first_known)
+    }
+
+    fn first_known(header: &str) -> Option<Challenge> {
         let challenges = http_auth::parse_challenges(header).ok()?;
         for c in challenges {
             let param = |name: &str| {
@@ -282,24 +300,9 @@ impl Auth {
                 retry_after: None,
             });
         }
-        let reply: TokenReply = serde_json::from_slice(&bytes).map_err(|e| {
-            RegistryError::Protocol(format!(
-                "the token service {realm} answered something that is not a token: {e}"
-            ))
-        })?;
-        let value = reply
-            .token
-            .or(reply.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                RegistryError::Protocol(format!("the token service {realm} gave an empty token"))
-            })?;
-        let life = reply
-            .expires_in
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TOKEN_LIFE);
+        let (value, life) = token_reply(realm, &bytes)?;
         Ok(Token {
-            value: Secret::new(value),
+            value,
             renew_at: started
                 + life
                     .saturating_sub(RENEW_MARGIN)
@@ -316,6 +319,29 @@ impl Auth {
         }
         Ok(())
     }
+}
+
+/// Reads a token service's answer: the token (`token`, else `access_token`) and how long to use
+/// it (`expires_in`, capped at [`MAX_TOKEN_LIFE`]). Errors never quote the body: it may hold a token.
+pub fn token_reply(realm: &str, body: &[u8]) -> Result<(Secret, Duration), RegistryError> {
+    let reply: TokenReply = serde_json::from_slice(body).map_err(|e| {
+        RegistryError::Protocol(format!(
+            "the token service {realm} answered something that is not a token ({})",
+            super::credentials::json_error_position(&e)
+        ))
+    })?;
+    let value = reply
+        .token
+        .or(reply.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            RegistryError::Protocol(format!("the token service {realm} gave an empty token"))
+        })?;
+    let life = reply
+        .expires_in
+        .map_or(DEFAULT_TOKEN_LIFE, Duration::from_secs)
+        .min(MAX_TOKEN_LIFE);
+    Ok((Secret::new(value), life))
 }
 
 /// A token request that got no answer (retried by the caller like any other request).

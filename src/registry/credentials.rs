@@ -192,8 +192,24 @@ fn lookup_auth_file(
 ) -> anyhow::Result<Option<(Credentials, CredentialSource)>> {
     let text =
         std::fs::read(file).with_context(|| format!("cannot read auth file {}", file.display()))?;
-    let parsed: AuthFile = serde_json::from_slice(&text)
-        .with_context(|| format!("auth file {} is not valid JSON", file.display()))?;
+    lookup_auth_text(file, &text, host)
+}
+
+/// The credentials for `host` in the text of the auth file `file` (named in errors, which never
+/// quote the file's values).
+pub fn lookup_auth_text(
+    file: &Path,
+    text: &[u8],
+    host: &str,
+) -> anyhow::Result<Option<(Credentials, CredentialSource)>> {
+    // serde's message would quote the offending value, which may be a password: say where only.
+    let parsed: AuthFile = serde_json::from_slice(text).map_err(|e| {
+        anyhow::anyhow!(
+            "auth file {} is not a valid auth file ({})",
+            file.display(),
+            json_error_position(&e)
+        )
+    })?;
     if let Some(helper) = parsed
         .cred_helpers
         .iter()
@@ -253,6 +269,17 @@ fn lookup_auth_file(
     Ok(None)
 }
 
+/// What kind of JSON error happened and where, without the text serde quotes from the document.
+pub(crate) fn json_error_position(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Io => "cannot be read",
+        serde_json::error::Category::Syntax => "not JSON",
+        serde_json::error::Category::Data => "a value of the wrong type or shape",
+        serde_json::error::Category::Eof => "cut short",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct HelperReply {
@@ -289,8 +316,11 @@ fn run_helper(name: &str, host: &str) -> anyhow::Result<Option<Credentials>> {
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    let reply: HelperReply = serde_json::from_slice(&out.stdout).with_context(|| {
-        format!("credential helper {program} answered something that is not its JSON")
+    let reply: HelperReply = serde_json::from_slice(&out.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "credential helper {program} answered something that is not its JSON ({})",
+            json_error_position(&e)
+        )
     })?;
     if reply.username == "<token>" {
         bail!(

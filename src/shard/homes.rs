@@ -98,11 +98,11 @@ pub fn plan(
     }
 
     let mut batches: [Vec<usize>; 3] = Default::default();
-    for (i, image) in all.into_iter().enumerate() {
+    let mut k = 0;
+    for (i, image) in all.iter().enumerate() {
         if owners[i] != shard.index {
             continue;
         }
-        let k = plan.images.len();
         let batch = if home_images.contains(&i) {
             0
         } else if image
@@ -115,8 +115,16 @@ pub fn plan(
             2
         };
         batches[batch].push(k);
-        plan.images.push(image);
+        k += 1;
     }
+    // This shard's images, kept in place: a second list of every image would double the memory.
+    let mut all = all;
+    let mut i = 0;
+    all.retain(|_| {
+        i += 1;
+        owners[i - 1] == shard.index
+    });
+    plan.images = all;
     plan.batches = batches.into_iter().filter(|b| !b.is_empty()).collect();
     plan
 }
@@ -145,7 +153,6 @@ mod tests {
                     size: *size,
                     media_type: "application/octet-stream".into(),
                     role: "layer".into(),
-                    file: None,
                 })
                 .collect(),
             foreign: Vec::new(),

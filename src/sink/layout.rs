@@ -217,14 +217,14 @@ pub fn image_files(source: &dyn Source, image: &Image) -> Result<Vec<ImageFile>,
         });
     }
     for b in &image.blobs {
-        let Some(file) = &b.file else {
-            return Err(SinkError::invalid(format!(
-                "{} blob {} has no local file",
+        let file = source.blob(&b.digest).map_err(|p| {
+            SinkError::invalid(format!(
+                "{} blob {}: the source changed: {p}",
                 b.role, b.digest
-            )));
-        };
+            ))
+        })?;
         files.push(ImageFile {
-            source: file.clone(),
+            source: file,
             digest: b.digest,
             size: b.size,
             is_manifest: false,

@@ -7,7 +7,7 @@ use super::{BlobAction, ImageError, Sink, SinkError};
 use crate::destination::Mapping;
 use crate::digest::Digest;
 use crate::engine::Fatal;
-use crate::engine::once::OnceMap;
+use crate::engine::once::{Ids, OnceMap};
 use crate::inventory::{BlobRef, Image};
 use crate::manifest::{ManifestKind, RawManifest};
 use crate::progress::Progress;
@@ -15,10 +15,11 @@ use crate::registry::client::Tags;
 use crate::registry::error::Brief;
 use crate::registry::harbor::{Blocks, Refusal};
 use crate::registry::{Client, Mount, RegistryError};
-use crate::source::BlobFile;
+use crate::source::{BlobFile, Source};
 
 /// A destination repository and a digest in it.
-type RepoDigest = (String, Digest);
+/// A (destination repository, digest) pair, the repository as its number in `RegistrySink::ids`.
+type RepoDigest = (u32, Digest);
 
 /// What this run learnt about a destination repository from one `tags/list` before its first image.
 #[derive(Clone)]
@@ -31,6 +32,9 @@ enum RepoState {
     /// No usable list: HEAD everything.
     Unlisted,
 }
+
+/// Per source blob, whether it hashed right (`push --verify`), or why not.
+type SourceChecks = OnceMap<Digest, Result<(), String>>;
 
 /// A lock held while a manifest (or a tag) of one repository is written.
 type ManifestLock = Arc<Mutex<()>>;
@@ -56,6 +60,7 @@ pub struct RegistrySink<'a> {
     /// repository's blob link by truncate-then-write, so a second concurrent mount could leave a
     /// manifest PUT reading an empty link.
     placed: OnceMap<RepoDigest, BlobAction>,
+    ids: Ids,
     /// Per destination repository, what its tag list said at the start.
     repos: OnceMap<String, RepoState>,
     /// Harbor projects closed to this run, from the preflight or learnt from a refusal (a quota
@@ -68,8 +73,9 @@ pub struct RegistrySink<'a> {
     manifest_locks: Mutex<HashMap<(String, String), ManifestLock>>,
     /// `--shard`: blobs whose home is another shard's repository, mounted from there before any upload.
     foreign_homes: HashMap<Digest, String>,
-    /// With `push --verify`: each source blob's hash check, once per run (failures remembered too).
-    source_checks: Option<OnceMap<Digest, Result<(), String>>>,
+    /// With `push --verify`: the source, and each blob's hash check, once per run (failures
+    /// remembered too).
+    source_checks: Option<(&'a dyn Source, SourceChecks)>,
 }
 
 impl<'a> RegistrySink<'a> {
@@ -87,6 +93,7 @@ impl<'a> RegistrySink<'a> {
             dry_run,
             homes: OnceMap::new(),
             placed: OnceMap::new(),
+            ids: Ids::default(),
             repos: OnceMap::new(),
             closed: Mutex::new(projects.closed),
             absent: projects.absent,
@@ -98,20 +105,24 @@ impl<'a> RegistrySink<'a> {
 
     /// Hashes each source blob before an image that needs it is completed with a mounted or
     /// present copy (`push --verify`); an upload is hashed on the way anyway.
-    pub fn verifying_sources(mut self, verify: bool) -> Self {
-        self.source_checks = verify.then(OnceMap::new);
+    pub fn verifying_sources(mut self, source: Option<&'a dyn Source>) -> Self {
+        self.source_checks = source.map(|s| (s, OnceMap::new()));
         self
     }
 
     /// With `--verify`, fails the image when the source file of `blob` does not hash to its digest.
-    fn check_source(&self, blob: &BlobRef, file: &BlobFile) -> Result<(), SinkError> {
-        let Some(checks) = &self.source_checks else {
+    fn check_source(&self, blob: &BlobRef) -> Result<(), SinkError> {
+        let Some((source, checks)) = &self.source_checks else {
             return Ok(());
         };
         let (result, _) = checks
             .run(&blob.digest, || {
+                let file = match source.blob(&blob.digest) {
+                    Ok(f) => f,
+                    Err(p) => return Ok(Err(p.to_string())),
+                };
                 let hashed = crate::verify::hash::hash_file(
-                    file,
+                    &file,
                     crate::verify::ReadStrategy::default(),
                     &mut Vec::new(),
                     &|_| {},
@@ -221,7 +232,7 @@ impl<'a> RegistrySink<'a> {
 
     fn mark_present(&self, repository: &str, digest: Digest) {
         self.placed
-            .set((repository.to_string(), digest), BlobAction::Present);
+            .set((self.ids.of(repository), digest), BlobAction::Present);
     }
 
     /// Whether an image whose top manifest is at `target` also has its children and blobs there:
@@ -247,10 +258,8 @@ impl<'a> RegistrySink<'a> {
             }
         }
         for b in &image.blobs {
-            if let Some(file) = &b.file {
-                self.check_source(b, file)?;
-            }
-            if self.placed.get(&(target.clone(), b.digest)).is_some() {
+            self.check_source(b)?;
+            if self.placed.get(&(self.ids.of(target), b.digest)).is_some() {
                 continue;
             }
             let head = self
@@ -486,7 +495,7 @@ impl Sink for RegistrySink<'_> {
         progress: &Progress,
     ) -> Result<BlobAction, SinkError> {
         self.open_for_writes(target)?;
-        let key = (target.clone(), blob.digest);
+        let key = (self.ids.of(target), blob.digest);
         let (action, here) = self.learn(
             self.placed
                 .run(&key, || self.place(target, blob, file, progress)),
@@ -494,13 +503,13 @@ impl Sink for RegistrySink<'_> {
         match (here, action) {
             // Hashed on its way up: the source is proven.
             (true, BlobAction::Uploaded) if !self.dry_run => {
-                if let Some(checks) = &self.source_checks {
+                if let Some((_, checks)) = &self.source_checks {
                     checks.set(blob.digest, Ok(()));
                 }
             }
             // Mounted or already there: with --verify, the source must still hold those bytes
             // before a manifest may point at them.
-            _ => self.check_source(blob, file)?,
+            _ => self.check_source(blob)?,
         }
         Ok(if here { action } else { BlobAction::Present })
     }

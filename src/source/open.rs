@@ -119,6 +119,12 @@ pub fn open(path: &Path, options: &OpenOptions) -> Result<Box<dyn Source>, Sourc
         }
         return Err(SourceError::NotATree { path: dir });
     }
+    // A FIFO, socket or device given as SOURCE is never opened: reading a FIFO would wait forever.
+    if !meta.is_file() {
+        return Err(SourceError::NotATree {
+            path: path.to_path_buf(),
+        });
+    }
     // Blobs are later opened without following links; the archive itself may be reached through one.
     let canonical = fs::canonicalize(path).map_err(|error| SourceError::Io {
         path: path.to_path_buf(),

@@ -55,13 +55,15 @@ pub fn index(path: &Path, file: &File) -> io::Result<TarIndex> {
         let len = entry.size();
         let link = entry.link_name_bytes();
         let kind = MemberKind::of(entry.header().entry_type(), link.as_deref());
-        let end = offset.saturating_add(len);
+        // A GNU sparse member's size is its logical one; it takes only its stored bytes here.
+        let stored = entry.header().entry_size().unwrap_or(len);
+        let end = offset.saturating_add(stored);
         let display = String::from_utf8_lossy(&name).into_owned();
         if end > file_len {
             damage.push(Problem::Archive {
                 path: member_path(path, &display),
                 error: format!(
-                    "cut short: its {len} bytes would end at byte {end} but the archive ends at byte {file_len}; the archive is truncated and what follows is lost"
+                    "cut short: its {stored} bytes would end at byte {end} but the archive ends at byte {file_len}; the archive is truncated and what follows is lost"
                 ),
             });
             break;

@@ -118,10 +118,17 @@ fn read_members(
                 Err(Stop::Read(error)) => return Ok(vec![member_damage(path, &display, &error)]),
                 Err(Stop::Fatal(e)) => return Err(e),
             }
-            // Read what the visitor left, so a cut-short member is noticed here and not later.
+            // Read what the visitor left of a file, so a cut-short member is noticed here and not
+            // later. Other members are skipped by the reader: a sparse one would expand to its
+            // logical size (a few bytes in the archive can claim a terabyte of zeros).
             let seen = counted.read;
-            match io::copy(&mut entry, &mut io::sink()) {
-                Ok(rest) if seen + rest == len => {}
+            let drained = if member.kind == MemberKind::File {
+                io::copy(&mut entry, &mut io::sink())
+            } else {
+                Ok(0)
+            };
+            match drained {
+                Ok(rest) if seen + rest == len || member.kind != MemberKind::File => {}
                 Ok(rest) => {
                     let error = io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -131,7 +138,9 @@ fn read_members(
                 }
                 Err(error) => return Ok(vec![member_damage(path, &display, &error)]),
             }
-            next = entry.raw_file_position() + entry.size().div_ceil(512) * 512;
+            // A GNU sparse member's size is its logical one; the stream holds its stored bytes.
+            let stored = entry.header().entry_size().unwrap_or(entry.size());
+            next = entry.raw_file_position() + stored.div_ceil(512) * 512;
             last = Some(display);
         }
     }

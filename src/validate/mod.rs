@@ -8,15 +8,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::destination::Mapping;
 use crate::digest::Digest;
-use crate::engine::once::OnceMap;
+use crate::engine::once::{Ids, OnceMap};
 use crate::engine::{Fatal, Halt, Job};
-use crate::inventory::Image;
+use crate::inventory::{Image, ManifestRef};
 use crate::manifest::{ManifestKind, RawManifest};
 use crate::progress::Progress;
 use crate::registry::harbor::Refusal;
 use crate::registry::{Client, RegistryError};
 use crate::sink::registry::classify;
 use crate::sink::{ImageError, SinkError};
+use crate::source::Source;
 pub use platforms::PlatformSelection;
 use platforms::{EntryMismatch, compare};
 pub use verdict::{Counts, Reason, Status, Verdict};
@@ -34,27 +35,38 @@ pub struct Options {
 }
 
 /// A (destination repository, digest) pair.
-type RepoDigest = (String, Digest);
+type RepoDigest = (u32, Digest);
 
 /// Checks images against one registry: a job the engine runs, with one answer per (repository,
 /// digest) so shared blobs and children are asked once.
 pub struct Checker<'a> {
     client: &'a Client,
+    /// Indexes are read again from here: images keep no manifest bytes.
+    source: &'a dyn Source,
     mapping: Mapping,
     options: Options,
     manifests: OnceMap<RepoDigest, bool>,
     blobs: OnceMap<RepoDigest, bool>,
+    /// Destination repositories as numbers, for those keys.
+    ids: Ids,
     requests: AtomicUsize,
 }
 
 impl<'a> Checker<'a> {
-    pub fn new(client: &'a Client, mapping: Mapping, options: Options) -> Checker<'a> {
+    pub fn new(
+        client: &'a Client,
+        source: &'a dyn Source,
+        mapping: Mapping,
+        options: Options,
+    ) -> Checker<'a> {
         Checker {
             client,
+            source,
             mapping,
             options,
             manifests: OnceMap::new(),
             blobs: OnceMap::new(),
+            ids: Ids::default(),
             requests: AtomicUsize::new(0),
         }
     }
@@ -104,7 +116,9 @@ impl<'a> Checker<'a> {
             seen: HashSet::new(),
         };
         self.check_tag(&reference, top, image.manifests.len() - 1, &mut walk)?;
-        verdict.status = if verdict.reasons.is_empty() {
+        verdict.status = if !verdict.source_problems.is_empty() {
+            Status::SourceProblem
+        } else if verdict.reasons.is_empty() {
             Status::Pass
         } else {
             Status::Fail
@@ -115,7 +129,7 @@ impl<'a> Checker<'a> {
     fn check_tag(
         &self,
         reference: &str,
-        top: &RawManifest,
+        top: &ManifestRef,
         index: usize,
         walk: &mut Walk<'_>,
     ) -> Result<(), Halt> {
@@ -162,7 +176,10 @@ impl<'a> Checker<'a> {
                     return Ok(());
                 }
             };
-            let comparison = compare(top, &dest, &self.options.platforms);
+            let Some(top) = self.read(top.digest(), walk) else {
+                return Ok(());
+            };
+            let comparison = compare(&top, &dest, &self.options.platforms);
             let mismatches = comparison.mismatches.clone();
             walk.verdict.specs = Some(comparison);
             if self.options.platforms.is_all() {
@@ -206,14 +223,21 @@ impl<'a> Checker<'a> {
     fn check_below(&self, index: usize, depth: usize, walk: &mut Walk<'_>) -> Result<(), Halt> {
         let repository = walk.repository;
         let image = walk.image;
-        let manifest = &image.manifests[index];
         let refs = &image.refs[index];
-        let entries = if depth == 0 {
-            self.options.platforms.entries(manifest)
+        let index_manifest = if image.manifests[index].kind().is_index() {
+            match self.read(image.manifests[index].digest(), walk) {
+                Some(m) => Some(m),
+                None => return Ok(()),
+            }
         } else {
-            manifest.manifests().iter().collect()
+            None
         };
-        if entries.is_empty() && !manifest.manifests().is_empty() {
+        let listed = index_manifest.as_ref().map_or(&[][..], |m| m.manifests());
+        let entries = match &index_manifest {
+            Some(m) if depth == 0 => self.options.platforms.entries(m),
+            _ => listed.iter().collect(),
+        };
+        if entries.is_empty() && !listed.is_empty() {
             walk.verdict.notes.push(format!(
                 "no index entry for {}: only the index itself was checked",
                 self.options.platforms
@@ -266,6 +290,20 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
+    /// A manifest of the image read again from the source; a source that no longer reads as it did
+    /// is a source problem of the image.
+    fn read(&self, digest: Digest, walk: &mut Walk<'_>) -> Option<RawManifest> {
+        match self.source.manifest(&digest) {
+            Ok(m) => Some(m),
+            Err(p) => {
+                walk.verdict
+                    .source_problems
+                    .push(format!("the source changed: {p}"));
+                None
+            }
+        }
+    }
+
     /// The digest the destination serves for a tag (or digest); `None` when it has none.
     fn tag_digest(
         &self,
@@ -288,7 +326,7 @@ impl<'a> Checker<'a> {
     }
 
     fn manifest_present(&self, repository: &str, digest: Digest) -> Result<bool, RegistryError> {
-        let key = (repository.to_string(), digest);
+        let key = (self.ids.of(repository), digest);
         let (present, _) = self.manifests.run(&key, || {
             self.requests.fetch_add(1, Ordering::Relaxed);
             Ok::<_, RegistryError>(
@@ -301,7 +339,7 @@ impl<'a> Checker<'a> {
     }
 
     fn blob_present(&self, repository: &str, digest: Digest) -> Result<bool, RegistryError> {
-        let key = (repository.to_string(), digest);
+        let key = (self.ids.of(repository), digest);
         let (present, _) = self.blobs.run(&key, || {
             self.requests.fetch_add(1, Ordering::Relaxed);
             Ok::<_, RegistryError>(self.client.head_blob(repository, &digest)?.is_some())

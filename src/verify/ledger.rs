@@ -26,7 +26,9 @@ pub fn blob_summary(plan: &Plan, hashed: &Hashes) -> BlobSummary {
     for image in &plan.images {
         manifests.extend(image.digest);
         for m in &image.manifests {
-            manifests.extend(m.manifests().iter().map(|c| c.digest));
+            if let Some(Ok(raw)) = plan.memo.get(&m.digest()) {
+                manifests.extend(raw.manifests().iter().map(|c| c.digest));
+            }
         }
     }
     if plan.options.all_blobs

@@ -119,10 +119,10 @@ impl<'a> Plan<'a> {
         let mut seen = HashSet::new();
         let mut to_hash = Vec::new();
         for blob in images.iter().flat_map(|i| &i.blobs) {
-            if let Some(file) = &blob.file
-                && seen.insert(blob.digest)
+            if seen.insert(blob.digest)
+                && let Ok(file) = memo.blob(&blob.digest)
             {
-                to_hash.push((blob.digest, file.clone()));
+                to_hash.push((blob.digest, file));
             }
         }
         if options.all_blobs

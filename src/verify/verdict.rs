@@ -18,10 +18,9 @@ pub fn verdict(image: &Image, memo: &Memo, hashed: &Hashes) -> ImageVerdict {
             Some(Ok(h)) if h.digest != blob.digest => problems.push(
                 Problem::CorruptBlob {
                     digest: blob.digest,
-                    path: blob
-                        .file
-                        .as_ref()
-                        .map(|f| f.path.clone())
+                    path: memo
+                        .blob(&blob.digest)
+                        .map(|f| f.name())
                         .unwrap_or_default(),
                     found: h.digest,
                     len: h.len,
@@ -58,6 +57,9 @@ pub fn verdict(image: &Image, memo: &Memo, hashed: &Hashes) -> ImageVerdict {
 fn child_sizes(image: &Image, memo: &Memo) -> Vec<Problem> {
     let mut out = Vec::new();
     for index in &image.manifests {
+        let Some(Ok(index)) = memo.get(&index.digest()) else {
+            continue;
+        };
         for child in index.manifests() {
             let found = match memo.get(&child.digest) {
                 Some(Ok(m)) => m.len(),

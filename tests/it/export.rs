@@ -489,10 +489,16 @@ fn hostile_names_cannot_escape_the_output_folder() {
     let out = parent.path().join("out");
     let run = export(root, &out, &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
-    // A tag folder that is a link is reported as a broken tag (never followed).
-    let hostile: BTreeSet<String> = ["..evil:x", "org/..up:y", "alpine:..z", "alpine:linked"]
-        .map(String::from)
-        .into();
+    // A tag folder that is a link is reported as a broken tag (never followed). Invalid names
+    // are quoted in the failed list, so that `--images` reads them back.
+    let hostile: BTreeSet<String> = [
+        r#""..evil:x""#,
+        r#""org/..up:y""#,
+        r#""alpine:..z""#,
+        "alpine:linked",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(run.failed, hostile, "{}", run.stderr);
     assert_eq!(names_in(parent.path()), ["out".to_string()].into());
     let out_real = fs::canonicalize(&out).unwrap();

@@ -5,6 +5,7 @@ mod util;
 mod deploy;
 mod export;
 mod harbor;
+mod hostile;
 mod layouts;
 mod list;
 mod push;
