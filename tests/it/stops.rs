@@ -292,6 +292,9 @@ fn validate_stops_when_the_registry_behind_a_gateway_dies() {
         wait_for(Duration::from_secs(120), || proxy.requests().len() >= 40),
         "validate never got going"
     );
+    // The gateway answers 502 from now on, whatever listens on the dead registry's port: under a
+    // parallel test run another test's registry may be given that port a moment later.
+    proxy.fail_next(usize::MAX, 502, |_, _| true);
     dest.crash();
     let killed = Instant::now();
     let (code, stderr, _) = wait_at_most(child, Duration::from_secs(90));
