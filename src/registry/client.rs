@@ -98,6 +98,9 @@ enum AuthMode {
     Registry,
     /// Harbor's REST API: Basic with the credentials.
     Basic,
+    /// No credentials: a question anyone may ask (Harbor's ping), put to a server that may not
+    /// be Harbor and may have asked for tokens only.
+    Anonymous,
 }
 
 struct Call<'a> {
@@ -489,6 +492,7 @@ impl Client {
             let authorization = match call.auth {
                 AuthMode::Registry => self.auth.header(&self.agent, &call.scopes)?,
                 AuthMode::Basic => self.auth.basic(),
+                AuthMode::Anonymous => None,
             };
             let mut headers = call.headers.clone();
             if matches!(call.method, "POST" | "PUT" | "PATCH") {
@@ -843,6 +847,12 @@ impl Client {
         self.api_with(method, path, json, &[])
     }
 
+    /// `GET path` of Harbor's REST API without credentials, for what Harbor answers anyone
+    /// (`/api/v2.0/ping`): a registry that is not Harbor never gets the Basic credentials.
+    pub fn api_anonymous(&self, path: &str) -> Result<(u16, Vec<u8>), RegistryError> {
+        self.api_call("GET", path, None, &[], AuthMode::Anonymous)
+    }
+
     /// `api` with extra request headers.
     pub fn api_with(
         &self,
@@ -850,6 +860,17 @@ impl Client {
         path: &str,
         json: Option<&serde_json::Value>,
         extra: &[(&'static str, &str)],
+    ) -> Result<(u16, Vec<u8>), RegistryError> {
+        self.api_call(method, path, json, extra, AuthMode::Basic)
+    }
+
+    fn api_call(
+        &self,
+        method: &'static str,
+        path: &str,
+        json: Option<&serde_json::Value>,
+        extra: &[(&'static str, &str)],
+        auth: AuthMode,
     ) -> Result<(u16, Vec<u8>), RegistryError> {
         let body = json.map(|j| j.to_string().into_bytes()).unwrap_or_default();
         let mut headers = vec![("Accept", "application/json".to_string())];
@@ -863,7 +884,7 @@ impl Client {
             scopes: Vec::new(),
             headers,
             body: &body,
-            auth: AuthMode::Basic,
+            auth,
         };
         let (parts, bytes) = self.call_read(&call, MAX_ERROR_BODY)?;
         let status = parts.status.as_u16();
