@@ -293,6 +293,17 @@ impl Client {
         if let Some(a) = authorization
             && host_of(url) == Some(self.host.as_str())
         {
+            // A `Location` on the registry's host but over plain HTTP (a load balancer that
+            // does not say it terminates TLS) would carry the credentials in clear.
+            if self.base.starts_with("https://")
+                && !url.starts_with("https://")
+                && !self.auth.plain_http_allowed()
+            {
+                return Err(RegistryError::Auth(format!(
+                    "{method} {}: the registry sent ferry to plain HTTP while it is HTTPS; ferry does not send credentials in clear (fix the registry's external URL, or pass --tls-verify=false to allow plain HTTP)",
+                    loggable(url)
+                )));
+            }
             builder = builder.header("Authorization", a.expose());
         }
         let request = builder.body(body).map_err(|e| {
