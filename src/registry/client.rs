@@ -189,7 +189,9 @@ impl Client {
             };
             match probed {
                 Ok(()) => return Ok(client),
-                Err(e @ RegistryError::Transport { .. }) if !last => {
+                Err(e @ (RegistryError::Transport { .. } | RegistryError::PlainHttp { .. }))
+                    if !last =>
+                {
                     crate::debug!("{e}; trying the next scheme");
                     last_error = Some(e);
                 }
@@ -1116,6 +1118,12 @@ pub(crate) fn transport_error(
         return RegistryError::Certificate {
             host: host.to_string(),
             error: text,
+        };
+    }
+    // rustls reading an HTTP answer where a TLS record should be.
+    if url.starts_with("https://") && text.contains("InvalidContentType") {
+        return RegistryError::PlainHttp {
+            host: host.to_string(),
         };
     }
     let stalled = match &e {
