@@ -69,6 +69,7 @@ fn fatal(e: &RegistryError) -> bool {
         RegistryError::Gone(_)
             | RegistryError::Stopped
             | RegistryError::Certificate { .. }
+            | RegistryError::PlainHttp { .. }
             | RegistryError::Auth(_)
     )
 }

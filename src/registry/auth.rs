@@ -156,6 +156,12 @@ impl Auth {
         self.credentials.is_some()
     }
 
+    /// Whether the user allowed plain HTTP (`--tls-verify=false`), so credentials may travel
+    /// in clear to the registry's host or its token service.
+    pub fn plain_http_allowed(&self) -> bool {
+        self.insecure
+    }
+
     /// "user alice (from auth file …)" or "no credentials", for messages.
     pub fn who(&self) -> String {
         match &self.credentials {

@@ -98,6 +98,9 @@ enum AuthMode {
     Registry,
     /// Harbor's REST API: Basic with the credentials.
     Basic,
+    /// No credentials: a question anyone may ask (Harbor's ping), put to a server that may not
+    /// be Harbor and may have asked for tokens only.
+    Anonymous,
 }
 
 struct Call<'a> {
@@ -186,7 +189,9 @@ impl Client {
             };
             match probed {
                 Ok(()) => return Ok(client),
-                Err(e @ RegistryError::Transport { .. }) if !last => {
+                Err(e @ (RegistryError::Transport { .. } | RegistryError::PlainHttp { .. }))
+                    if !last =>
+                {
                     crate::debug!("{e}; trying the next scheme");
                     last_error = Some(e);
                 }
@@ -290,6 +295,17 @@ impl Client {
         if let Some(a) = authorization
             && host_of(url) == Some(self.host.as_str())
         {
+            // A `Location` on the registry's host but over plain HTTP (a load balancer that
+            // does not say it terminates TLS) would carry the credentials in clear.
+            if self.base.starts_with("https://")
+                && !url.starts_with("https://")
+                && !self.auth.plain_http_allowed()
+            {
+                return Err(RegistryError::Auth(format!(
+                    "{method} {}: the registry sent ferry to plain HTTP while it is HTTPS; ferry does not send credentials in clear (fix the registry's external URL, or pass --tls-verify=false to allow plain HTTP)",
+                    loggable(url)
+                )));
+            }
             builder = builder.header("Authorization", a.expose());
         }
         let request = builder.body(body).map_err(|e| {
@@ -489,6 +505,7 @@ impl Client {
             let authorization = match call.auth {
                 AuthMode::Registry => self.auth.header(&self.agent, &call.scopes)?,
                 AuthMode::Basic => self.auth.basic(),
+                AuthMode::Anonymous => None,
             };
             let mut headers = call.headers.clone();
             if matches!(call.method, "POST" | "PUT" | "PATCH") {
@@ -843,6 +860,12 @@ impl Client {
         self.api_with(method, path, json, &[])
     }
 
+    /// `GET path` of Harbor's REST API without credentials, for what Harbor answers anyone
+    /// (`/api/v2.0/ping`): a registry that is not Harbor never gets the Basic credentials.
+    pub fn api_anonymous(&self, path: &str) -> Result<(u16, Vec<u8>), RegistryError> {
+        self.api_call("GET", path, None, &[], AuthMode::Anonymous)
+    }
+
     /// `api` with extra request headers.
     pub fn api_with(
         &self,
@@ -850,6 +873,17 @@ impl Client {
         path: &str,
         json: Option<&serde_json::Value>,
         extra: &[(&'static str, &str)],
+    ) -> Result<(u16, Vec<u8>), RegistryError> {
+        self.api_call(method, path, json, extra, AuthMode::Basic)
+    }
+
+    fn api_call(
+        &self,
+        method: &'static str,
+        path: &str,
+        json: Option<&serde_json::Value>,
+        extra: &[(&'static str, &str)],
+        auth: AuthMode,
     ) -> Result<(u16, Vec<u8>), RegistryError> {
         let body = json.map(|j| j.to_string().into_bytes()).unwrap_or_default();
         let mut headers = vec![("Accept", "application/json".to_string())];
@@ -863,7 +897,7 @@ impl Client {
             scopes: Vec::new(),
             headers,
             body: &body,
-            auth: AuthMode::Basic,
+            auth,
         };
         let (parts, bytes) = self.call_read(&call, MAX_ERROR_BODY)?;
         let status = parts.status.as_u16();
@@ -1084,6 +1118,12 @@ pub(crate) fn transport_error(
         return RegistryError::Certificate {
             host: host.to_string(),
             error: text,
+        };
+    }
+    // rustls reading an HTTP answer where a TLS record should be.
+    if url.starts_with("https://") && text.contains("InvalidContentType") {
+        return RegistryError::PlainHttp {
+            host: host.to_string(),
         };
     }
     let stalled = match &e {

@@ -382,6 +382,39 @@ mod tests {
     }
 
     #[test]
+    fn debug_of_every_credential_type_hides_the_secrets() {
+        let options = CredentialOptions {
+            username: Some("alice".into()),
+            password: Some(Secret::new("flag-pw-8Jq")),
+            env_username: Some("bob".into()),
+            env_password: Some(Secret::new("env-pw-3Lz")),
+            ..CredentialOptions::default()
+        };
+        let shown = format!("{options:?} {options:#?}");
+        assert!(
+            shown.contains("alice") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(
+            !shown.contains("flag-pw-8Jq") && !shown.contains("env-pw-3Lz"),
+            "{shown}"
+        );
+        let (credentials, source) = options.resolve("reg:5000").unwrap().unwrap();
+        let shown = format!("{credentials:?} {credentials:#?} {source:?} {source}");
+        assert!(shown.contains("alice"), "{shown}");
+        assert!(!shown.contains("flag-pw-8Jq"), "{shown}");
+        // From an auth file: the base64 of user:password is no more shown than the password.
+        let (_d, opts) = with_file(r#"{"auths":{"reg:5000":{"auth":"YWxpY2U6ZmlsZS1wdy01Tmc="}}}"#);
+        let (c, src) = opts.resolve("reg:5000").unwrap().unwrap();
+        assert_eq!(c.password.expose(), "file-pw-5Ng");
+        let shown = format!("{c:?} {src:?} {src} {opts:?}");
+        assert!(
+            !shown.contains("file-pw-5Ng") && !shown.contains("YWxpY2U6"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn password_stdin_drops_the_newline() {
         assert_eq!(read_password_stdin(&b"pw\n"[..]).unwrap().expose(), "pw");
         assert!(read_password_stdin(&b"\n"[..]).is_err());

@@ -66,6 +66,12 @@ pub enum RegistryError {
         "TLS certificate of {host} is not trusted ({error}); pass --ca-cert FILE with the CA that signed it, or --tls-verify=false to skip verification"
     )]
     Certificate { host: String, error: String },
+    /// An `https://` destination answered in plain HTTP: nothing is sent there in clear unless
+    /// the user says so.
+    #[error(
+        "{host} answers plain HTTP, not HTTPS; ferry sends nothing in clear unless asked: give the destination as http://{host}, or pass --tls-verify=false (credentials then travel unencrypted)"
+    )]
+    PlainHttp { host: String },
     /// Credentials missing or refused (the message says which account and where they came from).
     #[error("{0}")]
     Auth(String),

@@ -436,12 +436,12 @@ pub fn classify(client: &Client, harbor: bool, e: RegistryError) -> SinkError {
     match e {
         RegistryError::Gone(f) => SinkError::Fatal(f),
         RegistryError::Stopped => SinkError::Stopped,
-        e @ (RegistryError::Auth(_) | RegistryError::Certificate { .. }) => {
-            SinkError::Fatal(Fatal::Refused {
-                destination: client.host().to_string(),
-                message: e.to_string(),
-            })
-        }
+        e @ (RegistryError::Auth(_)
+        | RegistryError::Certificate { .. }
+        | RegistryError::PlainHttp { .. }) => SinkError::Fatal(Fatal::Refused {
+            destination: client.host().to_string(),
+            message: e.to_string(),
+        }),
         e if e.status() == Some(401) => {
             let hint = if client.has_credentials() {
                 format!("the destination refused {}", client.who())

@@ -9,6 +9,7 @@ mod hostile;
 mod layouts;
 mod list;
 mod push;
+mod secrets;
 mod shard;
 mod stops;
 mod tarball;

@@ -109,6 +109,16 @@ pub struct TokenRequest {
     pub status: u16,
     /// The token handed out (tests check it never shows up in logs).
     pub token: Option<String>,
+    /// The `Authorization` header the request carried, whole (`Basic …`, `Bearer …`): tests
+    /// check a realm receives the Basic credentials and never a token.
+    pub authorization: Option<String>,
+}
+
+impl TokenRequest {
+    /// The scheme of [`TokenRequest::authorization`] (`Basic`, `Bearer`).
+    pub fn auth_scheme(&self) -> Option<&str> {
+        self.authorization.as_deref()?.split_whitespace().next()
+    }
 }
 
 #[derive(Serialize)]
@@ -131,9 +141,10 @@ struct Claims {
     access: Vec<Access>,
 }
 
-/// A token service on 127.0.0.1: `GET /token?service=&scope=...` with Basic credentials
+/// A token service on a loopback address (127.0.0.1 unless told): `GET /token?service=&scope=...` with Basic credentials
 /// answers `{"token", "access_token", "expires_in", "issued_at"}`. Stops when dropped.
 pub struct TokenIssuer {
+    host: String,
     port: u16,
     server: Arc<tiny_http::Server>,
     stop: Arc<AtomicBool>,
@@ -155,9 +166,20 @@ struct IssuerState {
 }
 
 impl TokenIssuer {
-    /// Starts the issuer for `users`, signing with `cert`.
+    /// Starts the issuer for `users` on 127.0.0.1, signing with `cert`.
     pub fn start(users: Vec<User>, lifetime: Duration, cert: &SigningCert) -> Result<TokenIssuer> {
-        let server = tiny_http::Server::http("127.0.0.1:0")
+        TokenIssuer::start_on("127.0.0.1", users, lifetime, cert)
+    }
+
+    /// Starts the issuer on `host` (a loopback address such as `127.0.0.2`, so the realm is
+    /// another host than the registry's).
+    pub fn start_on(
+        host: &str,
+        users: Vec<User>,
+        lifetime: Duration,
+        cert: &SigningCert,
+    ) -> Result<TokenIssuer> {
+        let server = tiny_http::Server::http(format!("{host}:0"))
             .map_err(|e| anyhow::anyhow!("token issuer cannot listen: {e}"))?;
         let port = server
             .server_addr()
@@ -186,6 +208,7 @@ impl TokenIssuer {
             })
         };
         Ok(TokenIssuer {
+            host: host.to_string(),
             port,
             server,
             stop,
@@ -194,9 +217,17 @@ impl TokenIssuer {
         })
     }
 
-    /// The realm URL: `http://127.0.0.1:PORT/token`.
+    /// The realm URL: `http://HOST:PORT/token`.
     pub fn realm(&self) -> String {
-        format!("http://127.0.0.1:{}/token", self.port)
+        format!("http://{}:{}/token", self.host, self.port)
+    }
+
+    /// Every token handed out so far.
+    pub fn tokens(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .filter_map(|r| r.token)
+            .collect()
     }
 
     /// Every request answered so far.
@@ -266,6 +297,7 @@ fn answer(mut request: tiny_http::Request, state: &IssuerState, log: &Mutex<Vec<
         scopes,
         status,
         token,
+        authorization,
     });
     let header =
         tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]).unwrap();

@@ -40,6 +40,9 @@ pub struct RequestRecord {
     pub authorization: bool,
     /// Its scheme (`Basic`, `Bearer`), when it did.
     pub auth_scheme: Option<String>,
+    /// The header's value after the scheme (the base64 of `user:password`, or the token):
+    /// tests check what the registry received.
+    pub credential: Option<String>,
     /// Whether this answer was an injected failure (not forwarded).
     pub injected: bool,
 }
@@ -397,6 +400,8 @@ fn handle(mut request: tiny_http::Request, state: &State) {
         authorization: header_value(&request, "Authorization").is_some(),
         auth_scheme: header_value(&request, "Authorization")
             .and_then(|a| a.split_whitespace().next().map(str::to_string)),
+        credential: header_value(&request, "Authorization")
+            .and_then(|a| a.split_once(' ').map(|(_, v)| v.trim().to_string())),
         injected: false,
     };
 

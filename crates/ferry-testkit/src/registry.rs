@@ -55,6 +55,12 @@ pub struct RegistryConfig {
     pub tls: bool,
     /// `http.relativeurls`: `Location` headers are paths, not absolute URLs.
     pub relative_urls: bool,
+    /// The loopback address the token issuer listens on (token auth): `127.0.0.2` puts the
+    /// realm on another host than the registry's `127.0.0.1`.
+    pub token_realm_host: String,
+    /// `http.host`: the URL the registry builds `Location` headers from (another scheme or
+    /// port than the one it serves, as behind a misconfigured load balancer).
+    pub external_url: Option<String>,
 }
 
 impl Default for RegistryConfig {
@@ -75,6 +81,8 @@ impl Default for RegistryConfig {
             auth: RegistryAuth::None,
             tls: false,
             relative_urls: false,
+            token_realm_host: "127.0.0.1".to_string(),
+            external_url: None,
         }
     }
 }
@@ -123,6 +131,9 @@ impl RegistryConfig {
         ));
         if self.relative_urls {
             y.push_str("  relativeurls: true\n");
+        }
+        if let Some(url) = &self.external_url {
+            y.push_str(&format!("  host: {}\n", yaml_quote(url)));
         }
         if let Some(tls) = &extras.tls {
             y.push_str("  tls:\n");
@@ -229,7 +240,12 @@ impl Registry {
                 let cert = signing_certificate()?;
                 let bundle = dir.path().join("token-root.pem");
                 fs::write(&bundle, &cert.pem)?;
-                let started = TokenIssuer::start(users.clone(), *lifetime, &cert)?;
+                let started = TokenIssuer::start_on(
+                    &config.token_realm_host,
+                    users.clone(),
+                    *lifetime,
+                    &cert,
+                )?;
                 extras.token = Some((started.realm(), bundle));
                 issuer = Some(started);
             }

@@ -14,7 +14,7 @@ pub use refusal::{Blocks, Refusal};
 /// answers 404; any other failure is said as a warning (no project will be created), not
 /// silently taken for a plain registry.
 pub fn detect(client: &Client) -> bool {
-    match client.api("GET", "/api/v2.0/ping", None) {
+    match client.api_anonymous("/api/v2.0/ping") {
         Ok((200, body)) if String::from_utf8_lossy(&body).contains("Pong") => true,
         Ok((404, _)) => false,
         Ok((status, _)) => {
