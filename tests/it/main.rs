@@ -4,6 +4,7 @@ mod util;
 
 mod deploy;
 mod export;
+mod faults;
 mod harbor;
 mod hostile;
 mod layouts;
