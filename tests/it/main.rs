@@ -10,6 +10,7 @@ mod hostile;
 mod layouts;
 mod list;
 mod push;
+mod race;
 mod shard;
 mod stops;
 mod tarball;
