@@ -42,6 +42,25 @@ impl From<&Image> for ImageRecord {
     }
 }
 
+/// A run's retried requests in a report: all of them, and those made for no one image (the first
+/// `/v2/` probe, tokens, Harbor's API before the images); each image's own are in its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RetryTotals {
+    pub total: u64,
+    pub run: u64,
+}
+
+impl RetryTotals {
+    /// From the client's total and each image's count.
+    pub fn new(total: u64, per_image: impl IntoIterator<Item = u64>) -> RetryTotals {
+        let images: u64 = per_image.into_iter().sum();
+        RetryTotals {
+            total,
+            run: total.saturating_sub(images),
+        }
+    }
+}
+
 /// Writes `value` as pretty JSON to `path` (temp file + rename, so a reader never sees half a report).
 pub fn write_json_file(path: &Path, value: &impl Serialize) -> anyhow::Result<()> {
     write_atomically(path, |out| {

@@ -19,7 +19,7 @@ use crate::note;
 use crate::preflight::{self, Need, Preflight};
 use crate::progress::Progress;
 use crate::registry::harbor::Account;
-use crate::report::{write_json_file, write_lines_file};
+use crate::report::{RetryTotals, write_json_file, write_lines_file};
 use crate::shard::homes::{self, ShardPlan};
 use crate::shard::{IndexFrom, Shard};
 use crate::sink::BlobAction;
@@ -38,6 +38,8 @@ struct PushReport<'a> {
     dry_run: bool,
     elapsed_seconds: f64,
     counts: &'a CopyCounts,
+    /// Requests retried: in all, and those of no one image (each image's are in its record).
+    retries: RetryTotals,
     /// Per Harbor project: status, rights, quota, what this run adds, why it was refused.
     projects: &'a Preflight,
     shard: Option<ShardReport<'a>>,
@@ -168,6 +170,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     progress.finish();
     let elapsed = progress.elapsed();
     let counts = CopyCounts::of(&run.outcomes);
+    let retries = RetryTotals::new(client.retries(), run.outcomes.iter().map(|o| o.retries));
 
     if args.dry_run {
         print_plan(&run.outcomes)?;
@@ -195,6 +198,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
                 dry_run: args.dry_run,
                 elapsed_seconds: elapsed.as_secs_f64(),
                 counts: &counts,
+                retries,
                 projects: &preflight,
                 shard: shard.map(|(s, from)| ShardReport {
                     index: s.index,
@@ -210,6 +214,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         )?;
     }
     let mut line = summary(&counts, args.dry_run, elapsed);
+    line += &format!("; {} retries", retries.total);
     if let Some(v) = harbor.and_then(|h| h.version.as_deref()) {
         line += &format!(" (Harbor {v})");
     }

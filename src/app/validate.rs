@@ -10,7 +10,7 @@ use crate::cli::{GlobalArgs, ValidateArgs, ValidateFormat};
 use crate::engine::{self, Fatal};
 use crate::preflight::{self, Need, Preflight};
 use crate::progress::Progress;
-use crate::report::{write_json_file, write_lines_file};
+use crate::report::{RetryTotals, write_json_file, write_lines_file};
 use crate::validate::{Checker, Counts, Options, PlatformSelection, Status, Verdict};
 use crate::{error, note, warn};
 
@@ -27,6 +27,8 @@ struct ValidateReport<'a> {
     elapsed_seconds: f64,
     requests: usize,
     counts: &'a Counts,
+    /// Requests retried: in all, and those of no one tag (each tag's are in its record).
+    retries: RetryTotals,
     /// Why the run stopped early, when it did.
     stopped: Option<String>,
     images: &'a [Verdict],
@@ -100,6 +102,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
     let elapsed = progress.elapsed();
     let counts = Counts::of(&run.outcomes);
     let requests = checker.requests();
+    let retries = RetryTotals::new(client.retries(), run.outcomes.iter().map(|v| v.retries));
 
     match args.format {
         ValidateFormat::Json => {
@@ -150,12 +153,17 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> 
                 elapsed_seconds: elapsed.as_secs_f64(),
                 requests,
                 counts: &counts,
+                retries,
                 stopped: run.stopped.as_ref().map(Fatal::to_string),
                 images: &run.outcomes,
             },
         )?;
     }
-    note!("{}", summary(&counts, requests, elapsed));
+    note!(
+        "{}; {} retries",
+        summary(&counts, requests, elapsed),
+        retries.total
+    );
     if counts.source_problems > 0 {
         note!(
             "{} tags have source problems (not in the failed list: pushing cannot fix them; `ferry list` shows them)",

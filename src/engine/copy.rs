@@ -48,6 +48,8 @@ pub struct ImageOutcome {
     #[serde(flatten)]
     pub status: ImageStatus,
     pub blobs: Vec<BlobRecord>,
+    /// Requests retried for this image (a blob another image was already placing counts for that one).
+    pub retries: u64,
 }
 
 impl Serialize for ImageStatus {
@@ -76,6 +78,7 @@ impl ImageOutcome {
             digest: image.digest,
             status: ImageStatus::Copied,
             blobs: Vec::new(),
+            retries: 0,
         }
     }
 
@@ -91,6 +94,10 @@ impl ImageOutcome {
 impl Outcome for ImageOutcome {
     fn retry_reference(&self) -> Option<&str> {
         self.failed().then_some(self.source.as_str())
+    }
+
+    fn set_retries(&mut self, retries: u64) {
+        self.retries = retries;
     }
 }
 

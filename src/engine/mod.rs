@@ -5,6 +5,7 @@ pub mod copy;
 pub mod depends;
 pub mod once;
 pub mod outcome;
+pub mod retries;
 pub mod stop;
 
 use std::collections::HashMap;
@@ -73,7 +74,9 @@ pub fn run<J: Job>(
                     let k = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&i) = order.get(k) else { break };
                     let image = &images[i];
-                    let outcome = match stop.cause() {
+                    // Retries this worker made before this image are not the image's.
+                    retries::take();
+                    let mut outcome = match stop.cause() {
                         Some(cause) => job.not_done(image, &cause, false),
                         None => match job.run(image, progress) {
                             Ok(o) => o,
@@ -88,6 +91,7 @@ pub fn run<J: Job>(
                             }
                         },
                     };
+                    outcome.set_retries(retries::take());
                     progress.image_done(&image.reference());
                     outcomes.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(outcome);
                 }

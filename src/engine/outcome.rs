@@ -195,6 +195,9 @@ impl fmt::Display for Failure {
 pub trait Outcome {
     /// The source reference to retry (`repo:tag`, as `--images` reads it), when it was not done.
     fn retry_reference(&self) -> Option<&str>;
+
+    /// Records the retries of requests the job made for this image (on its worker's thread).
+    fn set_retries(&mut self, retries: u64);
 }
 
 /// Everything a run did, in the order the images were given.

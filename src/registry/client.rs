@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,7 +15,7 @@ use super::credentials::{CredentialSource, Credentials};
 use super::endpoint::Endpoint;
 use super::error::{Brief, RegistryError, retry_after};
 use crate::digest::{Digest, Hasher};
-use crate::engine::{Fatal, Stop};
+use crate::engine::{Fatal, Stop, retries};
 use crate::manifest::{MAX_MANIFEST_BYTES, media_type};
 use crate::secret::Secret;
 use crate::source::BlobFile;
@@ -123,6 +124,8 @@ pub struct Client {
     timeout: Duration,
     health: Health,
     stop: Stop,
+    /// Retries made so far, by every thread (each thread's own are in `engine::retries` too).
+    retried: AtomicU64,
 }
 
 impl std::fmt::Debug for Client {
@@ -179,6 +182,7 @@ impl Client {
                 timeout: options.timeout,
                 health: Health::default(),
                 stop: options.stop.clone(),
+                retried: AtomicU64::new(0),
             };
             // Only the last scheme to try gets retries: an https probe of a plain-HTTP registry fails fast.
             let last = i + 1 == options.endpoint.schemes.len();
@@ -210,6 +214,11 @@ impl Client {
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Requests retried so far in this run, over every thread.
+    pub fn retries(&self) -> u64 {
+        self.retried.load(Ordering::Relaxed)
     }
 
     pub fn has_credentials(&self) -> bool {
@@ -357,7 +366,8 @@ impl Client {
     /// 429) are retried with backoff within `--retries` and the retry budget, each retry said on
     /// stderr. A stall, the last retry of a transport failure, or several in a row across workers
     /// first ask whether the destination is still there: if a ping fails too, the call (and every
-    /// later one) fails with `RegistryError::Gone`.
+    /// later one) fails with `RegistryError::Gone`. Each retry is counted: in the client's total
+    /// and in the calling thread's (`engine::retries`), which the engine gives to the image.
     fn retrying<T>(
         &self,
         method: &str,
@@ -395,6 +405,8 @@ impl Client {
                 return Err(error);
             }
             retry += 1;
+            self.retried.fetch_add(1, Ordering::Relaxed);
+            retries::record();
             crate::warn!(
                 "{method} {}: {}; retry {retry}/{} in {:.1} s",
                 loggable(what),

@@ -196,6 +196,8 @@ pub struct Verdict {
     pub specs: Option<SpecComparison>,
     pub manifests_checked: usize,
     pub blobs_checked: usize,
+    /// Requests retried while checking this tag.
+    pub retries: u64,
 }
 
 impl Verdict {
@@ -213,6 +215,7 @@ impl Verdict {
             specs: None,
             manifests_checked: 0,
             blobs_checked: 0,
+            retries: 0,
         }
     }
 
@@ -245,6 +248,10 @@ impl Verdict {
 impl Outcome for Verdict {
     fn retry_reference(&self) -> Option<&str> {
         matches!(self.status, Status::Fail | Status::NotChecked).then_some(self.source.as_str())
+    }
+
+    fn set_retries(&mut self, retries: u64) {
+        self.retries = retries;
     }
 }
 

@@ -4,11 +4,13 @@ mod util;
 
 mod deploy;
 mod export;
+mod faults;
 mod harbor;
 mod hostile;
 mod layouts;
 mod list;
 mod push;
+mod race;
 mod secrets;
 mod shard;
 mod stops;

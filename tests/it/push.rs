@@ -827,9 +827,24 @@ fn retries_recover_from_503s_and_retries_0_fails_clearly() {
     proxy.fail_next(3, 503, blob_put);
     proxy.fail_next(2, 503, |m, p| m == "PUT" && p.contains("/manifests/"));
     proxy.fail_next(2, 503, |m, p| m == "GET" && p.ends_with("/tags/list"));
-    let ran = run(&mut push_cmd(fx.root(), &proxy.url(), dir.path(), &[]));
+    let report = dir.path().join("report.json");
+    let ran = run(push_cmd(fx.root(), &proxy.url(), dir.path(), &[])
+        .arg("--report")
+        .arg(&report));
     assert_eq!(ran.code, 0, "{}", ran.all());
     assert_eq!(proxy.requests().iter().filter(|r| r.injected).count(), 8);
+    // Each 503 was one retry: the probe's counts for the run, the seven others for images.
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["retries"]["total"], 8, "{}", json["retries"]);
+    assert_eq!(json["retries"]["run"], 1, "{}", json["retries"]);
+    let per_image: u64 = json["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["retries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_image, 7);
+    assert!(ran.stderr.contains("; 8 retries"), "{}", ran.stderr);
     assert_tags_at(&Pusher::new(&reg), &fx.truth, default_destination);
     // A retried upload starts a fresh session: one more session per failed PUT.
     let counts = upload_counts(&proxy.requests());

@@ -18,7 +18,8 @@
 //! were framed), can answer the next N matching requests with an error, and with a
 //! [`HarborDouble`] plays Harbor 2.x in front of the registry (a double, not Harbor: its token
 //! service, per-project rights, project API, quotas, immutable tags and error answers, see
-//! [`harbor`]).
+//! [`harbor`]). A [`Chaos`] relay in front of a proxy injects seeded random faults: connections
+//! cut mid request or mid answer, 5xx, 429 with `Retry-After`.
 //!
 //! A committed tree of the standard scenario is in `testdata/registry` with its truth in
 //! `testdata/registry.truth.json` (regenerate with `scripts/gen-testdata.sh`).
@@ -27,6 +28,7 @@
 
 pub mod auth;
 pub mod bulk;
+pub mod chaos;
 pub mod harbor;
 pub mod images;
 pub mod media;
@@ -45,6 +47,7 @@ use std::time::Duration;
 
 pub use auth::{RegistryAuth, TokenIssuer, User};
 pub use bulk::{BulkSpec, generate_bulk};
+pub use chaos::{Chaos, ChaosSpec, FaultKind, FaultRecord};
 pub use harbor::{HarborDouble, HarborVersion, Perm, Role};
 pub use media::{Descriptor, Platform};
 pub use proxy::{Proxy, RequestRecord, upload_counts};
