@@ -144,6 +144,7 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
         args.dry_run,
         preflight.projects(),
     )
+    .expecting(inventory.images.iter().map(|i| i.blobs.len()).sum())
     .with_foreign_homes(foreign)
     .verifying_sources(args.verify.then_some(tree.as_ref()));
     let images = &inventory.images;
@@ -157,8 +158,10 @@ pub fn run(args: &PushArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     }
     let mut order = engine::plan_order(images);
     order.sort_by_key(|&i| batch_of[i]);
-    let order = depends::after_subjects(order, &depends::subjects(images));
-    let subjects = Subjects::of(images);
+    let edges = depends::subjects(images);
+    let order = depends::after_subjects(order, &edges);
+    let subjects = Subjects::from_edges(images, &edges);
+    drop(edges);
     let run = engine::run(
         &Copy::new(&sink, tree.as_ref()).after_subjects(&subjects, &stop),
         images,

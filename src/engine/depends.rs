@@ -129,7 +129,10 @@ pub enum Waited {
 }
 
 /// The subjects of a run's images, with one latch per image that opens when its copy ends.
+/// Only images that have a subject, or are one, are kept: a tree without signatures costs
+/// nothing here, whatever its size.
 pub struct Subjects {
+    /// Per kept image: the kept image that is its subject.
     edges: Vec<Option<usize>>,
     index: HashMap<String, usize>,
     references: Vec<String>,
@@ -139,16 +142,30 @@ pub struct Subjects {
 
 impl Subjects {
     pub fn of(images: &[Image]) -> Subjects {
-        let references: Vec<String> = images.iter().map(Image::reference).collect();
+        Subjects::from_edges(images, &subjects(images))
+    }
+
+    /// As `of`, from the edges [`subjects`] gave for `images`.
+    pub fn from_edges(images: &[Image], edges: &[Option<usize>]) -> Subjects {
+        let mut kept: Vec<usize> = edges
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.map(|s| [i, s]))
+            .flatten()
+            .collect();
+        kept.sort_unstable();
+        kept.dedup();
+        let slot = |i: usize| kept.binary_search(&i).ok();
+        let references: Vec<String> = kept.iter().map(|&i| images[i].reference()).collect();
         Subjects {
-            edges: subjects(images),
+            edges: kept.iter().map(|&i| edges[i].and_then(slot)).collect(),
             index: references
                 .iter()
                 .enumerate()
-                .map(|(i, r)| (r.clone(), i))
+                .map(|(k, r)| (r.clone(), k))
                 .collect(),
+            ends: Mutex::new(vec![None; references.len()]),
             references,
-            ends: Mutex::new(vec![None; images.len()]),
             changed: Condvar::new(),
         }
     }
@@ -252,6 +269,22 @@ mod tests {
         assert_eq!(edges, vec![Some(3), Some(3), None, None]);
         assert_eq!(after_subjects(vec![0, 1, 2, 3], &edges), vec![2, 3, 0, 1]);
         assert_eq!(after_subjects(vec![3, 2, 1, 0], &edges), vec![3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn only_subjects_and_their_referrers_are_kept() {
+        let subject = oci(1, None);
+        let d = Digest::of(subject.as_bytes());
+        let plain: Vec<Image> = (0..50u8)
+            .map(|i| image("p/app", &format!("t{i}"), &[&oci(i + 10, None)]))
+            .collect();
+        assert!(Subjects::of(&plain).references.is_empty());
+        let mut images = plain;
+        images.push(image("p/app", "v1", &[&subject]));
+        images.push(image("p/app", "referrer", &[&oci(3, Some(d))]));
+        let kept = Subjects::of(&images);
+        assert_eq!(kept.references, vec!["p/app:v1", "p/app:referrer"]);
+        assert_eq!(kept.edges, vec![None, Some(0)]);
     }
 
     #[test]

@@ -29,6 +29,15 @@ impl<K: Eq + Hash + Clone, T: Clone> OnceMap<K, T> {
         Self::default()
     }
 
+    /// Room for `n` keys from the start: a map that grows to hundreds of thousands of keys
+    /// would otherwise hold its old and its new table at once while it grows.
+    pub fn with_capacity(n: usize) -> Self {
+        OnceMap {
+            states: Mutex::new(HashMap::with_capacity(n)),
+            changed: Condvar::new(),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, HashMap<K, State<T>>> {
         self.states.lock().unwrap_or_else(|e| e.into_inner())
     }

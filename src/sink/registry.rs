@@ -103,6 +103,13 @@ impl<'a> RegistrySink<'a> {
         }
     }
 
+    /// Sizes the placement map for `placements` (repository, blob) pairs, at most: the sum of
+    /// the images' blob counts.
+    pub fn expecting(mut self, placements: usize) -> Self {
+        self.placed = OnceMap::with_capacity(placements);
+        self
+    }
+
     /// Hashes each source blob before an image that needs it is completed with a mounted or
     /// present copy (`push --verify`); an upload is hashed on the way anyway.
     pub fn verifying_sources(mut self, source: Option<&'a dyn Source>) -> Self {
@@ -202,6 +209,21 @@ impl<'a> RegistrySink<'a> {
             .entry((repository.to_string(), reference))
             .or_default()
             .clone()
+    }
+
+    /// Forgets the lock of (`repository`, `reference`) once nobody holds or waits for it: the
+    /// map stays as small as the work in flight, not as big as the tree.
+    fn unlock(&self, repository: &str, reference: String, lock: ManifestLock) {
+        drop(lock);
+        let mut locks = self
+            .manifest_locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let key = (repository.to_string(), reference);
+        // Clones are taken under this map's lock, so a count of 1 means nobody else has one.
+        if locks.get(&key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            locks.remove(&key);
+        }
     }
 
     /// The repository's state, listing its tags once per run. A listing that fails is learnt
@@ -575,17 +597,25 @@ impl RegistrySink<'_> {
     ) -> Result<(), SinkError> {
         let digest = manifest.digest();
         let by_digest = self.lock(target, digest.to_string());
-        let _digest_held = by_digest.lock().unwrap_or_else(|e| e.into_inner());
+        let digest_held = by_digest.lock().unwrap_or_else(|e| e.into_inner());
         // Always in this order (digest, then tag), so two locks never wait on each other.
         let by_tag = tag.map(|t| self.lock(target, format!("tag {t}")));
-        let _tag_held = by_tag
+        let tag_held = by_tag
             .as_ref()
             .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
         let reference = tag
             .map(str::to_string)
             .unwrap_or_else(|| digest.to_string());
-        self.client
+        let put = self
+            .client
             .put_manifest(target, &reference, manifest.media_type(), manifest.bytes())
-            .map_err(|e| self.error(e))
+            .map_err(|e| self.error(e));
+        drop(tag_held);
+        if let (Some(t), Some(l)) = (tag, by_tag) {
+            self.unlock(target, format!("tag {t}"), l);
+        }
+        drop(digest_held);
+        self.unlock(target, digest.to_string(), by_digest);
+        put
     }
 }
