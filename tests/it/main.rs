@@ -6,6 +6,7 @@ mod deploy;
 mod export;
 mod harbor;
 mod hostile;
+mod kills;
 mod layouts;
 mod list;
 mod push;
