@@ -453,6 +453,10 @@ pub fn classify(client: &Client, harbor: bool, e: RegistryError) -> SinkError {
                 message: format!("{e} ({hint})"),
             })
         }
+        e if e.storage_full().is_some() => SinkError::Fatal(Fatal::DestinationFull {
+            destination: client.host().to_string(),
+            detail: e.storage_full().unwrap_or_default().to_string(),
+        }),
         e if e.status() == Some(403) => SinkError::Image(ImageError::Registry {
             error: e,
             hint: Some(format!("{} may not push here", client.who())),

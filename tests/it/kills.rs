@@ -1,5 +1,5 @@
-//! ferry SIGKILLed mid-push and mid-export: nothing incomplete is left under a tag or a final
-//! name, and the re-run sends only what is missing.
+//! ferry SIGKILLed mid-push and mid-export, and a destination registry whose storage fills up:
+//! nothing incomplete is left under a tag or a final name, and the re-run sends only what is missing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use ferry_testkit::{Proxy, Pusher, Registry, RequestRecord, Truth};
 
 use crate::util::{
-    all_tags, assert_destination_whole, bulk_tree, default_destination, sha256, skopeo_digest,
-    spawn_ferry, tags_at, wait_at_most, wait_for, workdir,
+    SmallDisk, all_tags, assert_destination_whole, bulk_tree, default_destination, failed_lines,
+    sha256, skopeo_digest, spawn_ferry, tags_at, wait_at_most, wait_for, workdir,
 };
 
 /// A manifest PUT the registry took (201).
@@ -530,4 +530,103 @@ fn export_oci_sigkilled_at_20_percent_leaves_only_whole_files_and_the_rerun_keep
 #[test]
 fn export_oci_sigkilled_at_60_percent_leaves_only_whole_files_and_the_rerun_keeps_them() {
     export_killed_at("oci", 0.6);
+}
+
+#[test]
+fn a_destination_whose_storage_fills_up_stops_the_push_once_and_the_rerun_from_the_failed_list_completes()
+ {
+    let (tree, truth) = bulk_tree(30, 4, 256 << 10);
+    let dest = Registry::start().expect("destination starts");
+    // The registry's storage folder on a 4 MiB tmpfs: the tree (about 9 MiB of blobs) does not fit.
+    let Some(disk) = SmallDisk::mount_on(dest.storage_root(), 4 << 20) else {
+        eprintln!("SKIPPED: cannot mount a small tmpfs here (needs root and mount rights)");
+        return;
+    };
+    let dir = workdir();
+    let root = tree.root().to_str().unwrap().to_string();
+    let url = dest.url();
+    let host = url.trim_start_matches("http://").to_string();
+    let child = spawn_ferry(dir.path(), &["push", &root, "-d", &url, "-o", "failed.txt"]);
+    let (code, stderr, took) = wait_at_most(child, Duration::from_secs(180));
+    eprintln!(
+        "full destination → exit {code} after {:.1} s",
+        took.as_secs_f64()
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(
+        stderr.matches("push stopped:").count(),
+        1,
+        "the cause is said once:\n{stderr}"
+    );
+    let cause = stderr
+        .lines()
+        .find(|l| l.contains("push stopped:"))
+        .unwrap()
+        .to_string();
+    eprintln!("{cause}");
+    for needle in ["storage full", "no space left on device", host.as_str()] {
+        assert!(cause.contains(needle), "{needle:?} not in: {cause}");
+    }
+    assert!(
+        !stderr.contains("retry 1/"),
+        "a full disk is not retried:\n{stderr}"
+    );
+
+    // Nothing corrupt at the destination, and every image not there is in the failed list.
+    let pusher = Pusher::new(&dest);
+    let whole = assert_destination_whole(&pusher);
+    let at = tags_at(&pusher, &truth);
+    assert_eq!(
+        whole.len(),
+        at.len(),
+        "only tags of the tree, with their digests"
+    );
+    let failed: BTreeSet<String> = failed_lines(&dir.path().join("failed.txt"))
+        .into_iter()
+        .collect();
+    let missing: BTreeSet<String> = all_tags(&truth).difference(&at).cloned().collect();
+    assert!(
+        !at.is_empty() && !missing.is_empty(),
+        "{} of {} tags pushed: the disk should fill part way",
+        at.len(),
+        truth.tags.len()
+    );
+    assert!(
+        missing.is_subset(&failed),
+        "not at the destination and not in the failed list: {:?}",
+        missing.difference(&failed).collect::<Vec<_>>()
+    );
+    assert!(
+        failed.difference(&missing).count() <= 4,
+        "listed but present beyond the 4 in flight: {:?}",
+        failed.difference(&missing).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "{} tags pushed before the disk was full, {} in the failed list",
+        at.len(),
+        failed.len()
+    );
+
+    // Room again: the re-run from the failed list completes.
+    disk.resize(256 << 20);
+    let failed_path = dir.path().join("failed.txt");
+    let rerun = spawn_ferry(
+        dir.path(),
+        &[
+            "push",
+            &root,
+            "-d",
+            &url,
+            "-o",
+            "failed2.txt",
+            "--images",
+            failed_path.to_str().unwrap(),
+        ],
+    );
+    let (code, stderr, took) = wait_at_most(rerun, Duration::from_secs(180));
+    eprintln!("re-run: {:.1} s", took.as_secs_f64());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(tags_at(&pusher, &truth), all_tags(&truth));
+    assert_eq!(assert_destination_whole(&pusher).len(), truth.tags.len());
+    drop(disk);
 }
