@@ -94,7 +94,9 @@ fn push_killed_at(fraction: f64, in_flight: InFlight) {
     assert!(exited.is_none(), "ferry ended before the kill: {exited:?}");
     let killed_log = proxy.requests();
     let put = killed_log.iter().filter(|r| is_manifest_put(r)).count();
-    let half_done = kill_point(&killed_log, want, in_flight).expect("the kill point");
+    let half_done = kill_point(&killed_log, want, in_flight).unwrap_or_else(|| {
+        panic!("the image in flight finished before the kill landed: nothing was cut mid-image")
+    });
     eprintln!(
         "push killed at {put}/{total} manifests PUT, {:.1} s in, inside an image of {half_done} ({in_flight:?})",
         killed_after.as_secs_f64()
