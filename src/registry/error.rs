@@ -43,15 +43,12 @@ fn storage_full_detail(detail: &serde_json::Value) -> Option<String> {
                 .then(|| s.chars().take(400).collect())
         }
         Value::Object(map) => {
-            if let Some(Value::Object(enclosed)) = map.get("Enclosed")
-                && let Some(errno) = enclosed.get("Err").and_then(Value::as_u64)
+            // An `*os.PathError` (`{"Op","Path","Err":28}`), bare or as the driver's `Enclosed`.
+            if let Some(errno) = map.get("Err").and_then(Value::as_u64)
                 && NO_SPACE_ERRNOS.contains(&errno)
             {
-                let op = enclosed
-                    .get("Op")
-                    .and_then(Value::as_str)
-                    .unwrap_or("write");
-                let path = enclosed.get("Path").and_then(Value::as_str).unwrap_or("");
+                let op = map.get("Op").and_then(Value::as_str).unwrap_or("write");
+                let path = map.get("Path").and_then(Value::as_str).unwrap_or("");
                 let what = if errno == 28 {
                     "no space left on device"
                 } else {
@@ -299,6 +296,13 @@ mod tests {
         assert_eq!(
             session.storage_full(),
             Some("write /r/_uploads/b2/startedat: no space left on device")
+        );
+        let bare = status(
+            br#"{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":{"Op":"write","Path":"/r/_uploads/c3/data","Err":28}}]}"#,
+        );
+        assert_eq!(
+            bare.storage_full(),
+            Some("write /r/_uploads/c3/data: no space left on device")
         );
         let other = status(
             br#"{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":{"DriverName":"filesystem","Enclosed":{"Op":"write","Path":"/r/x","Err":5}}}]}"#,

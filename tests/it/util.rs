@@ -372,19 +372,40 @@ fn tags_or_none(pusher: &ferry_testkit::Pusher, repository: &str) -> Vec<String>
 pub fn assert_destination_whole(
     pusher: &ferry_testkit::Pusher,
 ) -> BTreeMap<(String, String), String> {
+    let (whole, unserved) = destination_tags(pusher);
+    assert!(
+        unserved.is_empty(),
+        "listed but their manifest is not served: {unserved:#?}"
+    );
+    whole
+}
+
+/// A listed tag whose manifest is not served: repository, tag, the error.
+pub type Unserved = (String, String, String);
+
+/// [`assert_destination_whole`] that hands back the listed tags whose manifest is not served
+/// (with the error) instead of failing on them; every served tag is still checked whole.
+pub fn destination_tags(
+    pusher: &ferry_testkit::Pusher,
+) -> (BTreeMap<(String, String), String>, Vec<Unserved>) {
     let mut found = BTreeMap::new();
+    let mut unserved = Vec::new();
     for repository in pusher.catalog().expect("catalog") {
         for tag in tags_or_none(pusher, &repository) {
             let name = format!("{repository}:{tag}");
-            let m = pusher.get_manifest(&repository, &tag).unwrap_or_else(|e| {
-                panic!("{name} is listed but its manifest is not served: {e:#}")
-            });
+            let m = match pusher.get_manifest(&repository, &tag) {
+                Ok(m) => m,
+                Err(e) => {
+                    unserved.push((repository.clone(), tag, format!("{e:#}")));
+                    continue;
+                }
+            };
             assert_eq!(sha256(&m.bytes), m.digest, "{name}: digest of the bytes");
             assert_manifest_whole(pusher, &repository, &m.bytes, &name, 0);
             found.insert((repository.clone(), tag), m.digest);
         }
     }
-    found
+    (found, unserved)
 }
 
 fn assert_manifest_whole(
