@@ -31,6 +31,13 @@ pub enum Fatal {
         destination: String,
         message: String,
     },
+    /// The destination registry answered that its storage is full (Distribution's 500 with "no
+    /// space left on device"): every further upload would hit it too.
+    DestinationFull {
+        destination: String,
+        /// What the registry could not write, as it said.
+        detail: String,
+    },
     /// The output filesystem is full; `needed` is what the run still had to write.
     DiskFull {
         path: PathBuf,
@@ -99,6 +106,13 @@ impl fmt::Display for Fatal {
                 destination,
                 message,
             } => write!(f, "destination {destination}: {message}"),
+            Fatal::DestinationFull {
+                destination,
+                detail,
+            } => write!(
+                f,
+                "destination {destination} storage full: the registry cannot store more ({detail}); free space on its storage, then push again with --images <failed list>"
+            ),
             Fatal::DiskFull {
                 path,
                 error,

@@ -15,6 +15,53 @@ pub struct ApiError {
     pub code: String,
     #[serde(default)]
     pub message: String,
+    /// What the registry could not write because its storage is full (`detail` of Distribution's
+    /// 500 `UNKNOWN`: "write …: no space left on device", or the filesystem driver's error
+    /// object with errno 28 / 122).
+    #[serde(default, rename = "detail", deserialize_with = "storage_full")]
+    pub storage_full: Option<String>,
+}
+
+/// ENOSPC and EDQUOT on Linux, as Distribution's filesystem driver puts them in `Enclosed.Err`.
+const NO_SPACE_ERRNOS: [u64; 2] = [28, 122];
+
+/// Reads an error's `detail` (any JSON) and keeps it only when it says the storage is full.
+fn storage_full<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let detail = serde_json::Value::deserialize(d)?;
+    Ok(storage_full_detail(&detail))
+}
+
+/// Distribution 2.8 says a full disk two ways: a string from `io.Copy` of an upload ("write
+/// /var/lib/registry/…/data: no space left on device"), or the driver's error as an object,
+/// `{"DriverName":"filesystem","Enclosed":{"Op":"write","Path":"…","Err":28}}`.
+fn storage_full_detail(detail: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    match detail {
+        Value::String(s) => {
+            let lower = s.to_ascii_lowercase();
+            (lower.contains("no space left on device") || lower.contains("disk quota exceeded"))
+                .then(|| s.chars().take(400).collect())
+        }
+        Value::Object(map) => {
+            // An `*os.PathError` (`{"Op","Path","Err":28}`), bare or as the driver's `Enclosed`.
+            if let Some(errno) = map.get("Err").and_then(Value::as_u64)
+                && NO_SPACE_ERRNOS.contains(&errno)
+            {
+                let op = map.get("Op").and_then(Value::as_str).unwrap_or("write");
+                let path = map.get("Path").and_then(Value::as_str).unwrap_or("");
+                let what = if errno == 28 {
+                    "no space left on device"
+                } else {
+                    "disk quota exceeded"
+                };
+                let path: String = path.chars().take(300).collect();
+                return Some(format!("{op} {path}: {what}"));
+            }
+            map.values().find_map(storage_full_detail)
+        }
+        Value::Array(items) => items.iter().find_map(storage_full_detail),
+        _ => None,
+    }
 }
 
 /// Error codes from the distribution spec and Harbor's API that ferry acts on.
@@ -104,8 +151,12 @@ fn status_text(status: u16, errors: &[ApiError]) -> String {
 }
 
 impl RegistryError {
-    /// Worth another try: connection failures, 5xx, 408, 429 and the too-many-requests codes.
+    /// Worth another try: connection failures, 5xx, 408, 429 and the too-many-requests codes; not a
+    /// registry whose storage is full (a retry would hit the same full disk).
     pub fn temporary(&self) -> bool {
+        if self.storage_full().is_some() {
+            return false;
+        }
         match self {
             RegistryError::Status { status, errors, .. } => {
                 *status >= 500
@@ -120,6 +171,16 @@ impl RegistryError {
             }
             RegistryError::Transport { .. } => true,
             _ => false,
+        }
+    }
+
+    /// What the registry could not write, when it answered that its storage is full.
+    pub fn storage_full(&self) -> Option<&str> {
+        match self {
+            RegistryError::Status { errors, .. } => {
+                errors.iter().find_map(|e| e.storage_full.as_deref())
+            }
+            _ => None,
         }
     }
 
@@ -195,6 +256,7 @@ mod tests {
             errors: vec![ApiError {
                 code: code.into(),
                 message: String::new(),
+                storage_full: None,
             }],
             retry_after: None,
         };
@@ -212,6 +274,51 @@ mod tests {
         );
         assert_eq!(parsed[0].code, "DENIED");
         assert!(RegistryError::parse_errors(b"<html>").is_empty());
+    }
+
+    #[test]
+    fn a_full_registry_storage_is_told_from_other_500s() {
+        let status = |body: &[u8]| RegistryError::Status {
+            method: "PUT".into(),
+            url: "u".into(),
+            status: 500,
+            errors: RegistryError::parse_errors(body),
+            retry_after: None,
+        };
+        // Both answers docker-registry 2.8.2 gave on a full tmpfs (tests/it/kills.rs).
+        let upload = status(
+            br#"{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":"write /var/lib/registry/docker/registry/v2/repositories/t/_uploads/a1/data: no space left on device"}]}"#,
+        );
+        assert_eq!(
+            upload.storage_full(),
+            Some(
+                "write /var/lib/registry/docker/registry/v2/repositories/t/_uploads/a1/data: no space left on device"
+            )
+        );
+        assert!(!upload.temporary());
+        let session = status(
+            br#"{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":{"DriverName":"filesystem","Enclosed":{"Op":"write","Path":"/r/_uploads/b2/startedat","Err":28}}}]}"#,
+        );
+        assert_eq!(
+            session.storage_full(),
+            Some("write /r/_uploads/b2/startedat: no space left on device")
+        );
+        let bare = status(
+            br#"{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":{"Op":"write","Path":"/r/_uploads/c3/data","Err":28}}]}"#,
+        );
+        assert_eq!(
+            bare.storage_full(),
+            Some("write /r/_uploads/c3/data: no space left on device")
+        );
+        let other = status(
+            br#"{"errors":[{"code":"UNKNOWN","message":"unknown error","detail":{"DriverName":"filesystem","Enclosed":{"Op":"write","Path":"/r/x","Err":5}}}]}"#,
+        );
+        assert_eq!(other.storage_full(), None);
+        assert!(other.temporary());
+        assert_eq!(
+            status(br#"{"errors":[{"code":"UNKNOWN","detail":"no"}]}"#).storage_full(),
+            None
+        );
     }
 
     #[test]

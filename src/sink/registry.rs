@@ -24,8 +24,8 @@ type RepoDigest = (u32, Digest);
 /// What this run learnt about a destination repository from one `tags/list` before its first image.
 #[derive(Clone)]
 enum RepoState {
-    /// It did not exist: its tags are absent, and its blobs are not HEADed first (a repository
-    /// with no tag may still hold blobs of an interrupted run; those are sent again, no harm done).
+    /// It lists no tag (it does not exist, or holds only blobs of an interrupted run): its tags
+    /// are absent; its blobs are still HEADed before an upload, so a killed run's are not sent again.
     New,
     /// It exists with these tags.
     Tags(Arc<HashSet<String>>),
@@ -326,9 +326,9 @@ impl<'a> RegistrySink<'a> {
             }
             return self.link_from(target, blob, file, &here, progress);
         }
-        let new_repo =
-            self.absent(target) || matches!(self.repos.get(target), Some(RepoState::New));
-        if !new_repo
+        // A repository that lists no tag is HEADed too: it may hold the blobs of a run that was
+        // killed before its first tag, and those are not sent again.
+        if !self.absent(target)
             && self
                 .client
                 .head_blob(target, &blob.digest)
@@ -475,6 +475,10 @@ pub fn classify(client: &Client, harbor: bool, e: RegistryError) -> SinkError {
                 message: format!("{e} ({hint})"),
             })
         }
+        e if e.storage_full().is_some() => SinkError::Fatal(Fatal::DestinationFull {
+            destination: client.host().to_string(),
+            detail: e.storage_full().unwrap_or_default().to_string(),
+        }),
         e if e.status() == Some(403) => SinkError::Image(ImageError::Registry {
             error: e,
             hint: Some(format!("{} may not push here", client.who())),

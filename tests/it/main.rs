@@ -7,6 +7,7 @@ mod export;
 mod faults;
 mod harbor;
 mod hostile;
+mod kills;
 mod layouts;
 mod list;
 mod push;

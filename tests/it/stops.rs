@@ -2,74 +2,16 @@
 //! bounded time with exit 2 (or 128 + signal), says why once, and leaves a failed list that resumes it.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use ferry_testkit::{BulkSpec, Proxy, Pusher, Registry, SilentServer, Truth, generate_bulk};
+use ferry_testkit::{Proxy, Pusher, Registry, SilentServer};
 use nix::sys::signal::Signal;
 
-use crate::util::{default_destination, failed_lines, workdir};
-
-/// A tree of `repositories` × `tags` small images written by docker-registry.
-fn bulk_tree(
-    repositories: usize,
-    tags: usize,
-    layer_bytes: usize,
-) -> (ferry_testkit::StoppedTree, Truth) {
-    let reg = Registry::start().expect("docker-registry starts");
-    let spec = BulkSpec {
-        repositories,
-        tags_per_repo: tags,
-        base_layers: 6,
-        base_layer_bytes: layer_bytes,
-        unique_layer_bytes: layer_bytes / 4,
-        ..BulkSpec::default()
-    };
-    let truth = generate_bulk(&reg, &spec).expect("bulk scenario pushes");
-    (reg.stop().expect("registry stops"), truth)
-}
-
-/// The ferry binary as a child process (so a test can signal it or kill what it talks to).
-fn spawn_ferry(dir: &Path, args: &[&str]) -> Child {
-    let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("ferry"));
-    for var in [
-        "FERRY_USERNAME",
-        "FERRY_PASSWORD",
-        "REGISTRY_AUTH_FILE",
-        "DOCKER_CONFIG",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.current_dir(dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("ferry starts")
-}
-
-/// Waits for the child at most `limit`; kills it and fails the test past that.
-fn wait_at_most(mut child: Child, limit: Duration) -> (i32, String, Duration) {
-    let started = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            let out = child.wait_with_output().expect("output");
-            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            return (out.status.code().unwrap_or(-1), stderr, started.elapsed());
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("output");
-            panic!(
-                "ferry still running after {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use crate::util::{
+    SmallDisk, all_tags, bulk_tree, failed_lines, spawn_ferry, tags_at, wait_at_most, wait_for,
+    workdir,
+};
 
 /// Tags the registry's storage holds so far (`current/link` files written).
 fn tags_stored(storage_root: &Path) -> usize {
@@ -80,40 +22,6 @@ fn tags_stored(storage_root: &Path) -> usize {
             e.file_name() == "link" && e.path().parent().is_some_and(|p| p.ends_with("current"))
         })
         .count()
-}
-
-/// Waits until `ready()` or `limit` passes; false when it never became true.
-fn wait_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if ready() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
-/// Source `repo:tag` of every tag the destination serves with the source digest.
-fn tags_at(pusher: &Pusher, truth: &Truth) -> BTreeSet<String> {
-    truth
-        .tags
-        .values()
-        .filter(|t| {
-            pusher
-                .get_manifest(&default_destination(&t.repository), &t.tag)
-                .is_ok_and(|m| m.digest == t.digest)
-        })
-        .map(|t| format!("{}:{}", t.repository, t.tag))
-        .collect()
-}
-
-fn all_tags(truth: &Truth) -> BTreeSet<String> {
-    truth
-        .tags
-        .values()
-        .map(|t| format!("{}:{}", t.repository, t.tag))
-        .collect()
 }
 
 #[test]
@@ -309,34 +217,6 @@ fn validate_stops_when_the_registry_behind_a_gateway_dies() {
         !failed.is_empty() && failed.len() < truth.tags.len(),
         "{failed:?}"
     );
-}
-
-/// A tmpfs of `bytes` mounted on a fresh folder; unmounted when dropped. `None` where this
-/// machine does not let the test mount one (then the test says so and passes by skipping).
-struct SmallDisk {
-    path: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(bytes: u64) -> Option<SmallDisk> {
-        let dir = tempfile::tempdir().ok()?;
-        let path = dir.path().join("disk");
-        std::fs::create_dir(&path).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(&path)
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(SmallDisk { path, _dir: dir })
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
 }
 
 #[test]

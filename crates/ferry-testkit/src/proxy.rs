@@ -302,6 +302,12 @@ impl Proxy {
         self.state.log.lock().unwrap().clone()
     }
 
+    /// Runs `f` on the requests seen so far without copying the log (for tests that poll it
+    /// often); requests wait for their answer while it runs.
+    pub fn inspect_requests<T>(&self, f: impl FnOnce(&[RequestRecord]) -> T) -> T {
+        f(&self.state.log.lock().unwrap())
+    }
+
     /// Forgets the request log.
     pub fn clear_requests(&self) {
         self.state.log.lock().unwrap().clear();

@@ -216,6 +216,7 @@ mod tests {
             errors: vec![ApiError {
                 code: code.into(),
                 message: message.into(),
+                storage_full: None,
             }],
             retry_after: None,
         }
