@@ -1,7 +1,7 @@
 //! Serialisable records of outcomes: `--format json` rows and `--report FILE` documents.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -95,4 +95,21 @@ fn write_atomically(
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// Serialises a path as text, bytes that are not UTF-8 shown as U+FFFD: one odd file name must
+/// not fail a whole JSON document (serde refuses such a path).
+pub fn path_text<P: AsRef<Path>, S: serde::Serializer>(path: &P, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&path.as_ref().to_string_lossy())
+}
+
+/// [`path_text`] for an optional path.
+pub fn optional_path_text<S: serde::Serializer>(
+    path: &Option<PathBuf>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => s.serialize_some(&*p.to_string_lossy()),
+        None => s.serialize_none(),
+    }
 }

@@ -99,6 +99,7 @@ pub struct Upload {
     pub repository: String,
     pub id: String,
     pub bytes: u64,
+    #[serde(serialize_with = "crate::report::path_text")]
     pub path: PathBuf,
 }
 

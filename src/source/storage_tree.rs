@@ -300,6 +300,20 @@ impl StorageTree {
             }
             Err(e) => return Err(self.problem(rel, &e)),
         };
+        // Said from the size when the file is already too big: nothing is read (a 200 MB
+        // "manifest" would otherwise cost its cap in memory). The read stays capped all the same.
+        if let Ok(meta) = file.metadata()
+            && meta.is_file()
+            && meta.len() > max
+        {
+            return Err(Problem::Io {
+                path,
+                error: format!(
+                    "{} bytes, larger than the {max} bytes such a file can hold",
+                    meta.len()
+                ),
+            });
+        }
         let mut bytes = Vec::new();
         file.take(max + 1)
             .read_to_end(&mut bytes)

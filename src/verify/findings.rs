@@ -63,7 +63,10 @@ impl FindingKind {
 pub struct Finding {
     pub kind: FindingKind,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::report::optional_path_text"
+    )]
     pub path: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub repository: Option<String>,

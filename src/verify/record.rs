@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::digest::Digest;
+use crate::filter::ImageRef;
 use crate::problem::Problem;
 
 /// Whether an image can be trusted whole.
@@ -28,12 +29,22 @@ pub struct ImageVerdict {
 }
 
 impl ImageVerdict {
-    /// `repo:tag`, or `repo@digest` for an untagged manifest: the failed-list form.
+    /// `repo:tag`, or `repo@digest` for an untagged manifest: the failed-list form, quoted (or a
+    /// JSON object) when a name would not read back or would break a line.
     pub fn reference(&self) -> String {
+        let repository = self.repository.clone();
         match (&self.tag, &self.digest) {
-            (Some(tag), _) => format!("{}:{tag}", self.repository),
-            (None, Some(d)) => format!("{}@{d}", self.repository),
-            (None, None) => self.repository.clone(),
+            (Some(tag), _) => ImageRef::Tag {
+                repository,
+                tag: tag.clone(),
+            }
+            .list_line(),
+            (None, Some(digest)) => ImageRef::Digest {
+                repository,
+                digest: *digest,
+            }
+            .list_line(),
+            (None, None) => crate::names::list_line(&repository).into_owned(),
         }
     }
 }
@@ -48,7 +59,10 @@ pub struct ProblemRecord {
     /// Where in the image: `layer 2`, `child sha256:… (linux/arm64)`, `config`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub within: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::report::optional_path_text"
+    )]
     pub path: Option<PathBuf>,
     /// The digest the image expects.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -183,6 +197,7 @@ pub struct BlobSummary {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct BlobIssue {
     pub digest: Digest,
+    #[serde(serialize_with = "crate::report::path_text")]
     pub path: PathBuf,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub actual_digest: Option<Digest>,

@@ -571,6 +571,43 @@ fn every_command_fails_each_hostile_image_alone_naming_its_file() {
             "{r}"
         );
     }
+
+    // verify: the same images broken, each problem naming its file; the whole ones ok.
+    let failed = work.path().join("verify-failed.txt");
+    let verified = measured(ferry(
+        &["verify", "-o", &s(&failed), "--format", "json"],
+        root,
+    ));
+    sane("verify", &verified);
+    assert_eq!(failed_set(&failed), broken, "{}", verified.stderr);
+    let doc: Value = serde_json::from_str(&verified.stdout).unwrap();
+    let by_ref: BTreeMap<String, &Value> = doc["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (reference(r), r))
+        .collect();
+    for r in &whole {
+        assert_eq!(by_ref[r]["status"], "ok", "{r}: {}", by_ref[r]["problems"]);
+    }
+    for case in &h.cases {
+        for r in &case.references {
+            let row = by_ref
+                .get(r)
+                .unwrap_or_else(|| panic!("verify: {}: {r} not listed", case.what));
+            assert_eq!(row["status"], "broken", "verify: {}: {r}", case.what);
+            let problems = row["problems"].to_string();
+            for needle in &case.needles {
+                let needle = serde_json::to_string(needle).unwrap();
+                let needle = needle.trim_matches('"');
+                assert!(
+                    problems.contains(needle),
+                    "verify: {}: {r}: {problems} lacks {needle}",
+                    case.what
+                );
+            }
+        }
+    }
 }
 
 /// The lines of a failed list.
