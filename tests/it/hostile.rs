@@ -641,6 +641,7 @@ fn a_hostile_tree_in_a_tar_or_tar_gz_fails_its_images_and_writes_only_its_cache(
     assert!(status.success());
     let whole = h.whole();
     let broken = h.broken();
+    let cache = sandbox.path().join("cache");
     for archive in [&plain, &gz] {
         let name = archive.file_name().unwrap().to_string_lossy().into_owned();
         let listed = measured(ferry(&["list", "--format", "json"], archive));
@@ -673,10 +674,34 @@ fn a_hostile_tree_in_a_tar_or_tar_gz_fails_its_images_and_writes_only_its_cache(
             "{name}: {}",
             listed.stderr
         );
+        // verify hashes what the whole images need, from the tar in place or through the cache.
+        let mut cmd = ferry(
+            &["verify", "--format", "json", "--cache-dir", &s(&cache)],
+            archive,
+        );
+        cmd.env("HOME", sandbox.path().join("home"));
+        let verified = measured(cmd);
+        sane(&format!("verify {name}"), &verified);
+        let doc: Value = serde_json::from_str(&verified.stdout).unwrap();
+        let by_ref: BTreeMap<String, &Value> = doc["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (reference(r), r))
+            .collect();
+        for r in &whole {
+            assert_eq!(by_ref[r]["status"], "ok", "verify {name}: {r}");
+        }
+        for r in [
+            "hostile/garbage:v1",
+            "hostile/negative:v1",
+            "hostile/deep:v1",
+        ] {
+            assert_eq!(by_ref[r]["status"], "broken", "verify {name}: {r}");
+        }
     }
     // Push from the tar.gz: extracted into --cache-dir only; every whole image arrives.
     let reg = Registry::start().unwrap();
-    let cache = sandbox.path().join("cache");
     let failed = sandbox.path().join("push-failed.txt");
     let mut cmd = ferry(
         &[
