@@ -20,7 +20,7 @@ use crate::util::{default_destination, ferry_process, sha256};
 const HANG: Duration = Duration::from_secs(180);
 /// Peak RSS allowed for one run over the hostile tree (a 2 GiB link file and a 200 MB manifest
 /// are in it; reading either whole would pass this at once).
-const MAX_RSS_KIB: u64 = 96 * 1024;
+const MAX_RSS_KIB: u64 = 48 * 1024;
 
 /// One kind of damage: the images it must fail and what their messages must name.
 struct Case {
