@@ -268,6 +268,7 @@ impl Proxy {
         });
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
+        nudge_connections(port, stop.clone());
         let thread = {
             let (server, stop, state) = (server.clone(), stop.clone(), state.clone());
             thread::spawn(move || {
@@ -368,6 +369,24 @@ impl Drop for Proxy {
             let _ = t.join();
         }
     }
+}
+
+/// Works around a race in tiny_http 0.12's thread pool: when two connections arrive while one
+/// worker is idle, both are queued on that one worker, which takes the first and keeps it for the
+/// connection's whole keep-alive life; the second waits, unread, until some worker ends a
+/// connection. Seen as a request answered only after the client's 60 s read timeout (two
+/// `tags/list` requests sat in the proxy's socket buffers with no thread reading them, while
+/// the same runs straight at the registry never stalled). A connection opened and closed here
+/// every 200 ms makes the pool run a task that ends at once, so a worker comes back for the
+/// queue.
+fn nudge_connections(port: u16, stop: Arc<AtomicBool>) {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(200));
+            let _ = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1));
+        }
+    });
 }
 
 fn header_value(request: &tiny_http::Request, name: &str) -> Option<String> {
