@@ -68,10 +68,12 @@ free_port() {
 # start_registry NAME [ROOT]: a docker-registry on a free port with its storage at ROOT
 # (default: a fresh folder); sets REG to host:port.
 start_registry() {
-    local name=$1 dir="$WORK/$1" root=${2:-$WORK/$1/storage} port
+    local name=$1 dir="$WORK/$1" root=${2:-$WORK/$1/storage} port attempt pid
     mkdir -p "$dir" "$root"
-    port=$(free_port)
-    cat >"$dir/config.yml" <<EOF
+    # A port taken between the check and the bind (another registry, a test) is tried again.
+    for attempt in 1 2 3 4 5; do
+        port=$(free_port)
+        cat >"$dir/config.yml" <<EOF
 version: 0.1
 log:
   level: error
@@ -94,12 +96,21 @@ validation:
       allow:
         - '^https?://'
 EOF
-    env -u REGISTRY_HTTP_ADDR docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
-    PIDS+=($!)
-    echo $! >"$dir/pid"
-    for _ in $(seq 200); do
-        curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null && { REG="127.0.0.1:$port"; return; }
-        sleep 0.05
+        env -u REGISTRY_HTTP_ADDR docker-registry serve "$dir/config.yml" >"$dir/log" 2>&1 &
+        pid=$!
+        for _ in $(seq 200); do
+            if curl -fsS -o /dev/null "http://127.0.0.1:$port/v2/" 2>/dev/null; then
+                PIDS+=("$pid")
+                echo "$pid" >"$dir/pid"
+                REG="127.0.0.1:$port"
+                return
+            fi
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.05
+        done
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        grep -q "address already in use" "$dir/log" || break
     done
     echo "bench-push: registry $name did not start:" >&2
     cat "$dir/log" >&2

@@ -25,7 +25,8 @@ type RepoDigest = (u32, Digest);
 #[derive(Clone)]
 enum RepoState {
     /// It lists no tag (it does not exist, or holds only blobs of an interrupted run): its tags
-    /// are absent; its blobs are still HEADed before an upload, so a killed run's are not sent again.
+    /// are absent; its blobs are not HEADed, but each upload starts with a mount from the
+    /// repository itself, so a killed run's blobs are found there and not sent again.
     New,
     /// It exists with these tags.
     Tags(Arc<HashSet<String>>),
@@ -326,9 +327,12 @@ impl<'a> RegistrySink<'a> {
             }
             return self.link_from(target, blob, file, &here, progress);
         }
-        // A repository that lists no tag is HEADed too: it may hold the blobs of a run that was
-        // killed before its first tag, and those are not sent again.
-        if !self.absent(target)
+        // A repository that lists tags is asked first (HEAD). One that lists none is not: a
+        // mount from itself opens the upload instead (below), which also finds the blobs a run
+        // killed before that repository's first tag left there, at no request more.
+        let new_repo =
+            self.absent(target) || matches!(self.repos.get(target), Some(RepoState::New));
+        if !new_repo
             && self
                 .client
                 .head_blob(target, &blob.digest)
@@ -338,18 +342,58 @@ impl<'a> RegistrySink<'a> {
             let _ = self.homes.run(&blob.digest, || Ok::<_, ()>(target.clone()));
             return Ok(BlobAction::Present);
         }
-        let (home, uploaded_here) = self.homes.run(&blob.digest, || {
+        let mut action = BlobAction::Uploaded;
+        let (home, placed_here) = self.homes.run(&blob.digest, || {
             if !self.dry_run {
-                self.client
-                    .upload_blob(target, &blob.digest, file, None, &|n| progress.add_bytes(n))
-                    .map_err(|e| self.error(e))?;
+                action = if new_repo && !self.absent(target) {
+                    self.upload_unless_linked(target, blob, file, progress)?
+                } else {
+                    self.client
+                        .upload_blob(target, &blob.digest, file, None, &|n| progress.add_bytes(n))
+                        .map_err(|e| self.error(e))?;
+                    BlobAction::Uploaded
+                };
             }
             Ok::<_, SinkError>(target.clone())
         })?;
-        if uploaded_here {
-            return Ok(BlobAction::Uploaded);
+        if placed_here {
+            return Ok(action);
         }
         self.link_from(target, blob, file, &home, progress)
+    }
+
+    /// Uploads a blob into a repository that lists no tag, starting with a mount from that same
+    /// repository: Distribution answers 201 when the blob is already linked there (left by a
+    /// killed run: nothing is sent again) and otherwise opens the upload session the blob then
+    /// goes through, so a first push makes no request more than a plain upload. A registry that
+    /// refuses the mount gets a plain upload.
+    fn upload_unless_linked(
+        &self,
+        target: &String,
+        blob: &BlobRef,
+        file: &BlobFile,
+        progress: &Progress,
+    ) -> Result<BlobAction, SinkError> {
+        let session = match self.client.mount_blob(target, &blob.digest, target) {
+            Ok(Mount::Mounted) => return Ok(BlobAction::Present),
+            Ok(Mount::Session(url)) => Some(url),
+            Err(e) => match self.error(e) {
+                SinkError::Image(e) => {
+                    crate::debug!(
+                        "{target}: mount of {} from itself refused ({e}); uploading",
+                        blob.digest
+                    );
+                    None
+                }
+                stop => return Err(stop),
+            },
+        };
+        self.client
+            .upload_blob(target, &blob.digest, file, session, &|n| {
+                progress.add_bytes(n)
+            })
+            .map_err(|e| self.error(e))?;
+        Ok(BlobAction::Uploaded)
     }
 
     /// Mounts a blob from another shard's home repository; uploads it when the mount is not done

@@ -642,6 +642,8 @@ fn a_hostile_tree_in_a_tar_or_tar_gz_fails_its_images_and_writes_only_its_cache(
     let whole = h.whole();
     let broken = h.broken();
     let cache = sandbox.path().join("cache");
+    // Failed lists of the verify runs, away from the archives' folder (checked below).
+    let lists = tempfile::tempdir().unwrap();
     for archive in [&plain, &gz] {
         let name = archive.file_name().unwrap().to_string_lossy().into_owned();
         let listed = measured(ferry(&["list", "--format", "json"], archive));
@@ -675,8 +677,17 @@ fn a_hostile_tree_in_a_tar_or_tar_gz_fails_its_images_and_writes_only_its_cache(
             listed.stderr
         );
         // verify hashes what the whole images need, from the tar in place or through the cache.
+        let failed = lists.path().join(format!("verify-failed-{name}.txt"));
         let mut cmd = ferry(
-            &["verify", "--format", "json", "--cache-dir", &s(&cache)],
+            &[
+                "verify",
+                "--format",
+                "json",
+                "--cache-dir",
+                &s(&cache),
+                "-o",
+                &s(&failed),
+            ],
             archive,
         );
         cmd.env("HOME", sandbox.path().join("home"));
@@ -692,6 +703,7 @@ fn a_hostile_tree_in_a_tar_or_tar_gz_fails_its_images_and_writes_only_its_cache(
         for r in &whole {
             assert_eq!(by_ref[r]["status"], "ok", "verify {name}: {r}");
         }
+        assert!(failed_set(&failed).is_disjoint(&whole), "verify {name}");
         for r in [
             "hostile/garbage:v1",
             "hostile/negative:v1",
