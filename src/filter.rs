@@ -60,6 +60,22 @@ impl ImageRef {
         }
     }
 
+    /// The failed-list line of an image known by its repository, tag and digest: `repo:tag`,
+    /// else `repo@digest` (an untagged manifest), else the repository alone; each as
+    /// [`ImageRef::list_line`] writes it.
+    pub fn line_of(repository: &str, tag: Option<&str>, digest: Option<Digest>) -> String {
+        let repository = repository.to_string();
+        match (tag, digest) {
+            (Some(tag), _) => ImageRef::Tag {
+                repository,
+                tag: tag.to_string(),
+            }
+            .list_line(),
+            (None, Some(digest)) => ImageRef::Digest { repository, digest }.list_line(),
+            (None, None) => crate::names::list_line(&repository).into_owned(),
+        }
+    }
+
     /// This image as a line of a failed list or `--images` file, read back as exactly this image
     /// by [`read_image_list`]: `repo:tag` when the names are valid; a JSON string
     /// (`"alpine:3.19\nx"`) for names from a damaged tree; a JSON object

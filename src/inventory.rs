@@ -150,20 +150,7 @@ impl Image {
     /// `repo:tag`, or `repo@digest` for an untagged manifest: the failed-list form (quoted when a
     /// name from a damaged tree holds a control character, see [`crate::names::list_line`]).
     pub fn reference(&self) -> String {
-        let repository = self.repository.clone();
-        match (&self.tag, &self.digest) {
-            (Some(tag), _) => ImageRef::Tag {
-                repository,
-                tag: tag.clone(),
-            }
-            .list_line(),
-            (None, Some(digest)) => ImageRef::Digest {
-                repository,
-                digest: *digest,
-            }
-            .list_line(),
-            (None, None) => crate::names::list_line(&repository).into_owned(),
-        }
+        ImageRef::line_of(&self.repository, self.tag.as_deref(), self.digest)
     }
 
     /// One line summing up the problems.

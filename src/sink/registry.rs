@@ -346,7 +346,10 @@ impl<'a> RegistrySink<'a> {
         let (home, placed_here) = self.homes.run(&blob.digest, || {
             if !self.dry_run {
                 action = if new_repo && !self.absent(target) {
-                    self.upload_unless_linked(target, blob, file, progress)?
+                    // A mount from the repository itself: Distribution answers 201 when a
+                    // killed run left the blob linked there (nothing is sent again), and
+                    // otherwise opens the session the upload goes through (no request more).
+                    self.mount_or_upload(target, blob, file, target, progress)?
                 } else {
                     self.client
                         .upload_blob(target, &blob.digest, file, None, &|n| progress.add_bytes(n))
@@ -362,42 +365,10 @@ impl<'a> RegistrySink<'a> {
         self.link_from(target, blob, file, &home, progress)
     }
 
-    /// Uploads a blob into a repository that lists no tag, starting with a mount from that same
-    /// repository: Distribution answers 201 when the blob is already linked there (left by a
-    /// killed run: nothing is sent again) and otherwise opens the upload session the blob then
-    /// goes through, so a first push makes no request more than a plain upload. A registry that
-    /// refuses the mount gets a plain upload.
-    fn upload_unless_linked(
-        &self,
-        target: &String,
-        blob: &BlobRef,
-        file: &BlobFile,
-        progress: &Progress,
-    ) -> Result<BlobAction, SinkError> {
-        let session = match self.client.mount_blob(target, &blob.digest, target) {
-            Ok(Mount::Mounted) => return Ok(BlobAction::Present),
-            Ok(Mount::Session(url)) => Some(url),
-            Err(e) => match self.error(e) {
-                SinkError::Image(e) => {
-                    crate::debug!(
-                        "{target}: mount of {} from itself refused ({e}); uploading",
-                        blob.digest
-                    );
-                    None
-                }
-                stop => return Err(stop),
-            },
-        };
-        self.client
-            .upload_blob(target, &blob.digest, file, session, &|n| {
-                progress.add_bytes(n)
-            })
-            .map_err(|e| self.error(e))?;
-        Ok(BlobAction::Uploaded)
-    }
-
-    /// Mounts a blob from another shard's home repository; uploads it when the mount is not done
-    /// (the home shard may not have pushed it yet, or its project may not exist yet).
+    /// Mounts a blob from `home`; uploads it, through the session the mount opened when it did,
+    /// when the mount is not done. `home` is another shard's home repository (which may not hold
+    /// it yet, or whose project may not exist yet), or `target` itself, where a blob already
+    /// linked is found at no request more than a plain upload.
     fn mount_or_upload(
         &self,
         target: &String,
@@ -410,12 +381,10 @@ impl<'a> RegistrySink<'a> {
             return Ok(BlobAction::Mounted);
         }
         let session = match self.client.mount_blob(target, &blob.digest, home) {
+            Ok(Mount::Mounted) if home == target.as_str() => return Ok(BlobAction::Present),
             Ok(Mount::Mounted) => return Ok(BlobAction::Mounted),
             Ok(Mount::Session(url)) => {
-                crate::debug!(
-                    "{target}: {} not yet at its home {home}; uploading",
-                    blob.digest
-                );
+                crate::debug!("{target}: {} not yet at {home}; uploading", blob.digest);
                 Some(url)
             }
             Err(e) => match self.error(e) {

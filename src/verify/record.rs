@@ -32,20 +32,7 @@ impl ImageVerdict {
     /// `repo:tag`, or `repo@digest` for an untagged manifest: the failed-list form, quoted (or a
     /// JSON object) when a name would not read back or would break a line.
     pub fn reference(&self) -> String {
-        let repository = self.repository.clone();
-        match (&self.tag, &self.digest) {
-            (Some(tag), _) => ImageRef::Tag {
-                repository,
-                tag: tag.clone(),
-            }
-            .list_line(),
-            (None, Some(digest)) => ImageRef::Digest {
-                repository,
-                digest: *digest,
-            }
-            .list_line(),
-            (None, None) => crate::names::list_line(&repository).into_owned(),
-        }
+        ImageRef::line_of(&self.repository, self.tag.as_deref(), self.digest)
     }
 }
 

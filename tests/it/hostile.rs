@@ -435,24 +435,7 @@ fn every_command_fails_each_hostile_image_alone_naming_its_file() {
     sane("list", &listed);
     let rows: Vec<Value> = serde_json::from_str(&listed.stdout).unwrap();
     let by_ref: BTreeMap<String, &Value> = rows.iter().map(|r| (reference(r), r)).collect();
-    for case in &h.cases {
-        for r in &case.references {
-            let row = by_ref
-                .get(r)
-                .unwrap_or_else(|| panic!("{}: {r} not listed: {:?}", case.what, by_ref.keys()));
-            assert_eq!(row["status"], "broken", "{}: {r}", case.what);
-            let problems = row["problems"].to_string();
-            for needle in &case.needles {
-                let needle = serde_json::to_string(needle).unwrap();
-                let needle = needle.trim_matches('"');
-                assert!(
-                    problems.contains(needle),
-                    "{}: {r}: {problems} lacks {needle}",
-                    case.what
-                );
-            }
-        }
-    }
+    assert_cases_broken("list", &h.cases, &by_ref);
     for r in &whole {
         assert_eq!(by_ref[r]["status"], "ok", "{r}: {}", by_ref[r]["problems"]);
     }
@@ -590,19 +573,25 @@ fn every_command_fails_each_hostile_image_alone_naming_its_file() {
     for r in &whole {
         assert_eq!(by_ref[r]["status"], "ok", "{r}: {}", by_ref[r]["problems"]);
     }
-    for case in &h.cases {
+    assert_cases_broken("verify", &h.cases, &by_ref);
+}
+
+/// Every image of every case is in `by_ref` (rows of `list` or `verify`, by failed-list line) as
+/// broken, its problems holding each of the case's needles.
+fn assert_cases_broken(what: &str, cases: &[Case], by_ref: &BTreeMap<String, &Value>) {
+    for case in cases {
         for r in &case.references {
-            let row = by_ref
-                .get(r)
-                .unwrap_or_else(|| panic!("verify: {}: {r} not listed", case.what));
-            assert_eq!(row["status"], "broken", "verify: {}: {r}", case.what);
+            let row = by_ref.get(r).unwrap_or_else(|| {
+                panic!("{what}: {}: {r} not listed: {:?}", case.what, by_ref.keys())
+            });
+            assert_eq!(row["status"], "broken", "{what}: {}: {r}", case.what);
             let problems = row["problems"].to_string();
             for needle in &case.needles {
                 let needle = serde_json::to_string(needle).unwrap();
                 let needle = needle.trim_matches('"');
                 assert!(
                     problems.contains(needle),
-                    "verify: {}: {r}: {problems} lacks {needle}",
+                    "{what}: {}: {r}: {problems} lacks {needle}",
                     case.what
                 );
             }

@@ -11,8 +11,8 @@ use ferry_testkit::{Proxy, Pusher, Registry, RequestRecord, Truth};
 
 use crate::util::{
     SmallDisk, all_tags, assert_destination_whole, bulk_tree, default_destination,
-    destination_tags, failed_lines, sha256, skopeo_digest, spawn_ferry, tags_at, wait_at_most,
-    wait_for, workdir,
+    destination_tags, failed_lines, rerun_failed_push, sha256, skopeo_digest, spawn_ferry, tags_at,
+    wait_at_most, wait_for, workdir,
 };
 
 /// A manifest PUT the registry took (201).
@@ -76,23 +76,16 @@ fn push_killed_at(fraction: f64, in_flight: InFlight) {
     let args = ["push", &root, "-d", &url, "-o", "failed.txt", "-j", "1"];
     let want = (total as f64 * fraction).ceil() as usize;
 
-    let started = Instant::now();
-    let mut child = spawn_ferry(dir.path(), &args);
-    let mut exited = None;
-    let reached = wait_for(Duration::from_secs(120), || {
-        if let Ok(Some(status)) = child.try_wait() {
-            exited = Some(status);
-            return true;
-        }
-        proxy
-            .inspect_requests(|log| kill_point(log, want, in_flight))
-            .is_some()
-    });
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
-    let killed_after = started.elapsed();
-    assert!(reached, "the push never got to {want} manifests");
-    assert!(exited.is_none(), "ferry ended before the kill: {exited:?}");
+    let killed_after = kill_when(
+        dir.path(),
+        &args,
+        &format!("the push never got to {want} manifests"),
+        || {
+            proxy
+                .inspect_requests(|log| kill_point(log, want, in_flight))
+                .is_some()
+        },
+    );
     let killed_log = proxy.requests();
     let put = killed_log.iter().filter(|r| is_manifest_put(r)).count();
     let half_done = kill_point(&killed_log, want, in_flight).unwrap_or_else(|| {
@@ -439,21 +432,12 @@ fn export_killed_at(layout: &str, fraction: f64) {
     let total = expected_files(&truth, layout);
     let want = (total as f64 * fraction).ceil() as usize;
 
-    let started = Instant::now();
-    let mut child = spawn_ferry(dir.path(), &args);
-    let mut exited = None;
-    let reached = wait_for(Duration::from_secs(120), || {
-        if let Ok(Some(status)) = child.try_wait() {
-            exited = Some(status);
-            return true;
-        }
-        final_files(&out) >= want
-    });
-    child.kill().expect("SIGKILL");
-    let _ = child.wait();
-    let killed_after = started.elapsed();
-    assert!(reached, "the export never got to {want} files");
-    assert!(exited.is_none(), "ferry ended before the kill: {exited:?}");
+    let killed_after = kill_when(
+        dir.path(),
+        &args,
+        &format!("the export never got to {want} files"),
+        || final_files(&out) >= want,
+    );
     let written = final_files(&out);
     eprintln!(
         "export --layout {layout} killed at {written}/{total} files, {:.1} s in",
@@ -701,24 +685,37 @@ fn a_destination_whose_storage_fills_up_stops_the_push_once_and_the_rerun_from_t
     for path in &empty {
         fs::remove_file(path).expect("remove an empty file");
     }
-    let failed_path = dir.path().join("failed.txt");
-    let rerun = spawn_ferry(
-        dir.path(),
-        &[
-            "push",
-            &root,
-            "-d",
-            &url,
-            "-o",
-            "failed2.txt",
-            "--images",
-            failed_path.to_str().unwrap(),
-        ],
-    );
-    let (code, stderr, took) = wait_at_most(rerun, Duration::from_secs(180));
+    let (code, stderr, took) = rerun_failed_push(dir.path(), &root, &url);
     eprintln!("re-run: {:.1} s", took.as_secs_f64());
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(tags_at(&pusher, &truth), all_tags(&truth));
     assert_eq!(assert_destination_whole(&pusher).len(), truth.tags.len());
     drop(disk);
+}
+
+/// Runs ferry with `args` in `dir` and SIGKILLs it as soon as `reached()` holds (polled, for at
+/// most 120 s). Fails the test with `never` when it never held, or when ferry ended before the
+/// kill. Returns how long ferry ran.
+fn kill_when(
+    dir: &Path,
+    args: &[&str],
+    never: &str,
+    mut reached: impl FnMut() -> bool,
+) -> Duration {
+    let started = Instant::now();
+    let mut child = spawn_ferry(dir, args);
+    let mut exited = None;
+    let got_there = wait_for(Duration::from_secs(120), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            exited = Some(status);
+            return true;
+        }
+        reached()
+    });
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let ran = started.elapsed();
+    assert!(got_there, "{never}");
+    assert!(exited.is_none(), "ferry ended before the kill: {exited:?}");
+    ran
 }

@@ -9,8 +9,8 @@ use ferry_testkit::{Proxy, Pusher, Registry, SilentServer};
 use nix::sys::signal::Signal;
 
 use crate::util::{
-    SmallDisk, all_tags, bulk_tree, failed_lines, spawn_ferry, tags_at, wait_at_most, wait_for,
-    workdir,
+    SmallDisk, all_tags, bulk_tree, failed_lines, rerun_failed_push, spawn_ferry, tags_at,
+    wait_at_most, wait_for, workdir,
 };
 
 /// Tags the registry's storage holds so far (`current/link` files written).
@@ -317,21 +317,7 @@ fn sigint_mid_push_writes_the_failed_list_and_a_rerun_completes() {
         "the failed list is exactly what is not there"
     );
 
-    let failed_path = dir.path().join("failed.txt");
-    let rerun = spawn_ferry(
-        dir.path(),
-        &[
-            "push",
-            &root,
-            "-d",
-            &url,
-            "-o",
-            "failed2.txt",
-            "--images",
-            failed_path.to_str().unwrap(),
-        ],
-    );
-    let (code, stderr, _) = wait_at_most(rerun, Duration::from_secs(180));
+    let (code, stderr, _) = rerun_failed_push(dir.path(), &root, &url);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(tags_at(&pusher, &truth), all_tags(&truth));
 }

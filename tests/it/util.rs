@@ -290,6 +290,26 @@ pub fn wait_at_most(
     }
 }
 
+/// `ferry push ROOT -d URL --images failed.txt -o failed2.txt` in `dir` (the re-run a failed list
+/// is for), waited on for at most 180 s: exit code, stderr, time taken.
+pub fn rerun_failed_push(dir: &Path, root: &str, url: &str) -> (i32, String, std::time::Duration) {
+    let failed = dir.join("failed.txt");
+    let rerun = spawn_ferry(
+        dir,
+        &[
+            "push",
+            root,
+            "-d",
+            url,
+            "-o",
+            "failed2.txt",
+            "--images",
+            failed.to_str().unwrap(),
+        ],
+    );
+    wait_at_most(rerun, std::time::Duration::from_secs(180))
+}
+
 /// Waits until `ready()` or `limit` passes; false when it never became true.
 pub fn wait_for(limit: std::time::Duration, mut ready: impl FnMut() -> bool) -> bool {
     let until = std::time::Instant::now() + limit;
